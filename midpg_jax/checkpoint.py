@@ -1,0 +1,71 @@
+"""Orbax checkpoints of the train state: the latest (for resuming) and the best (for evaluation).
+
+Layout in the workdir:
+  checkpoints/latest/<step>/   the state after the most recent evaluation, and the trainer's
+                               position (epoch, step in epoch, early-stopping record)
+  checkpoints/best/<step>/     the state with the best validation AUC so far
+
+Orbax writes each checkpoint to a temporary folder and renames it when complete, so an
+interrupted or failed save never damages the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+KINDS = ('latest', 'best')
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint is missing, unreadable or does not fit the configured model."""
+
+
+class Checkpointer:
+  def __init__(self, workdir: str, create: bool = True):
+    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self._managers = {}
+    for kind in KINDS:
+      options = ocp.CheckpointManagerOptions(max_to_keep=1, create=create)
+      path = os.path.join(self.directory, kind)
+      if not create and not os.path.isdir(path):
+        continue
+      self._managers[kind] = ocp.CheckpointManager(path, options=options)
+
+  def latest_step(self, kind: str) -> int | None:
+    manager = self._managers.get(kind)
+    return None if manager is None else manager.latest_step()
+
+  def save(self, kind: str, step: int, state: Any, meta: dict) -> None:
+    self._managers[kind].save(
+        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                      meta=ocp.args.JsonSave(meta)), force=True)
+
+  def restore(self, kind: str, abstract_state: Any) -> tuple[Any, dict]:
+    """Restores onto the structure (and shardings) of `abstract_state`."""
+    step = self.latest_step(kind)
+    path = os.path.join(self.directory, kind)
+    if step is None:
+      raise CheckpointError(f'no {kind} checkpoint in {path}: train first '
+                            f'(python train.py --config ... --workdir {os.path.dirname(self.directory)})')
+    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    try:
+      restored = self._managers[kind].restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                        meta=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax raises many types for unreadable or mismatched data
+      raise CheckpointError(
+          f'the {kind} checkpoint at {path}/{step} could not be restored: it is corrupt or was '
+          f'written by a different model/config ({type(e).__name__}: {e})') from e
+    return restored['state'], dict(restored['meta'])
+
+  def wait(self) -> None:
+    for manager in self._managers.values():
+      manager.wait_until_finished()
+
+  def close(self) -> None:
+    for manager in self._managers.values():
+      manager.close()

@@ -1,0 +1,108 @@
+"""What a multi-scenario dataset looks like to the models: its feature schema and its columns.
+
+Every dataset (the built-in synthetic one and the real ones) is reduced to the same columnar form:
+
+  cat       (N, F)     int32    one id per single-valued categorical field, 0 = out-of-vocabulary
+  multi/<f> (N, L_f)   int32    multi-valued fields, padded with 0 (0 is never a real id there)
+  dense     (N, D)     float32  already scaled
+  scenario  (N,)       int32    in [0, S)
+  label     (N,)       float32  in {0, 1}
+  prob      (N,)       float32  true conversion probability (synthetic data only)
+
+Models see only the `FeatureSpec`, so a model built for one dataset is built from its schema
+alone and never from the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Mapping
+
+import numpy as np
+
+Columns = dict  # name -> np.ndarray, all with the same first dimension
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+  """Schema of a multi-scenario dataset."""
+
+  cat_names: tuple[str, ...]
+  cat_vocab_sizes: tuple[int, ...]  # including id 0 (OOV)
+  dense_names: tuple[str, ...]
+  scenario_names: tuple[str, ...]
+  multi_names: tuple[str, ...] = ()
+  multi_vocab_sizes: tuple[int, ...] = ()  # including id 0 (padding)
+  multi_max_lens: tuple[int, ...] = ()
+
+  def __post_init__(self):
+    if len(self.cat_names) != len(self.cat_vocab_sizes):
+      raise ValueError('cat_names and cat_vocab_sizes differ in length: '
+                       f'{len(self.cat_names)} vs {len(self.cat_vocab_sizes)}')
+    if not (len(self.multi_names) == len(self.multi_vocab_sizes) == len(self.multi_max_lens)):
+      raise ValueError('multi_names, multi_vocab_sizes and multi_max_lens differ in length')
+    if not self.scenario_names:
+      raise ValueError('a dataset needs at least one scenario')
+
+  @property
+  def num_scenarios(self) -> int:
+    return len(self.scenario_names)
+
+  @property
+  def num_dense(self) -> int:
+    return len(self.dense_names)
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=1)
+
+  @classmethod
+  def from_json(cls, text: str) -> 'FeatureSpec':
+    d = json.loads(text)
+    return cls(**{k: tuple(v) for k, v in d.items()})
+
+
+def num_rows(columns: Mapping[str, np.ndarray]) -> int:
+  return int(len(columns['label']))
+
+
+def validate_columns(columns: Mapping[str, np.ndarray], spec: FeatureSpec, where: str) -> None:
+  """Checks the invariants above; raises ValueError naming `where` and the offending column."""
+  for key in ('cat', 'dense', 'scenario', 'label'):
+    if key not in columns:
+      raise ValueError(f'{where}: missing column {key!r}')
+  n = num_rows(columns)
+  if n == 0:
+    raise ValueError(f'{where}: the split is empty')
+  for key, arr in columns.items():
+    if key == 'multi':
+      for name, m in arr.items():
+        if len(m) != n:
+          raise ValueError(f'{where}: multi-valued column {name!r} has {len(m)} rows, expected {n}')
+      continue
+    if len(arr) != n:
+      raise ValueError(f'{where}: column {key!r} has {len(arr)} rows, expected {n}')
+  if columns['cat'].shape[1:] != (len(spec.cat_names),):
+    raise ValueError(f'{where}: cat has shape {columns["cat"].shape}, '
+                     f'expected (N, {len(spec.cat_names)})')
+  if columns['dense'].shape[1:] != (spec.num_dense,):
+    raise ValueError(f'{where}: dense has shape {columns["dense"].shape}, '
+                     f'expected (N, {spec.num_dense})')
+  label = columns['label']
+  bad = ~np.isin(label, (0.0, 1.0))
+  if bad.any():
+    i = int(np.argmax(bad))
+    raise ValueError(f'{where}: label outside {{0, 1}} at row {i}: {label[i]!r}')
+  if not np.isfinite(columns['dense']).all():
+    i = int(np.argmax(~np.isfinite(columns['dense']).all(axis=1)))
+    raise ValueError(f'{where}: non-finite dense feature at row {i}')
+  s = columns['scenario']
+  if s.min() < 0 or s.max() >= spec.num_scenarios:
+    i = int(np.argmax((s < 0) | (s >= spec.num_scenarios)))
+    raise ValueError(f'{where}: scenario id {s[i]} at row {i} is outside [0, {spec.num_scenarios})')
+  cat = columns['cat']
+  vocab = np.asarray(spec.cat_vocab_sizes)
+  if cat.size and ((cat < 0) | (cat >= vocab)).any():
+    r, c = np.argwhere((cat < 0) | (cat >= vocab))[0]
+    raise ValueError(f'{where}: id {cat[r, c]} of field {spec.cat_names[c]!r} at row {r} '
+                     f'is outside its vocabulary [0, {vocab[c]})')

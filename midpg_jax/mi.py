@@ -1,0 +1,80 @@
+"""Mutual-information lower bounds between a scenario-aware input and scenario prototypes.
+
+All estimators take a critic matrix `scores` (B, S): `scores[i, s]` = f(u_i, m_s), the critic value
+of example i's scenario-aware input against scenario s's prototype (a projection of the weighting
+parameters generated for s), the example's scenario ids `scenario` (B,), and `present` (S,), which
+prototypes exist in this batch (in-batch prototypes can be missing). Each returns a lower bound of
+I(z; M) in nats, to be *maximised*; the training loss uses its negative.
+
+Why prototypes instead of in-batch pairs: with in-batch negatives, two examples of the same
+scenario form a "negative" pair that is in fact positive (false negatives). Against the S
+prototypes the positive of example i is exactly m_{s_i} and every other prototype is a true
+negative. This is our reconstruction (see shared/docs/MIDPG.md), not the paper's stated text.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+ESTIMATORS = ('infonce', 'jsd', 'mine', 'none')
+
+
+def _masked(scores, present):
+  return jnp.where(present[None, :], scores, -jnp.inf)
+
+
+def infonce(scores: jax.Array, scenario: jax.Array, present: jax.Array) -> jax.Array:
+  """InfoNCE (van den Oord et al. 2018): log K - CE of picking the true prototype among K.
+
+  Equals 0 when all prototypes score alike and approaches log K (K = prototypes present) when
+  the true one dominates.
+  """
+  masked = _masked(scores, present)
+  log_probs = jax.nn.log_softmax(masked, axis=-1)
+  true_log_prob = jnp.take_along_axis(log_probs, scenario[:, None], axis=-1)[:, 0]
+  num_present = jnp.sum(present.astype(jnp.float32))
+  return jnp.log(num_present) + jnp.mean(true_log_prob)
+
+
+def _neg_mask(scenario, present, num_scenarios):
+  onehot = jax.nn.one_hot(scenario, num_scenarios, dtype=bool)
+  return (~onehot) & present[None, :], onehot
+
+
+def jsd(scores: jax.Array, scenario: jax.Array, present: jax.Array) -> jax.Array:
+  """Jensen-Shannon bound of Deep InfoMax (Hjelm et al. 2019): E_P[-sp(-T)] - E_N[sp(T)].
+
+  Negatives are every (example, other present prototype) pair.
+  """
+  neg, pos = _neg_mask(scenario, present, scores.shape[1])
+  pos_term = jnp.sum(jnp.where(pos, -jax.nn.softplus(-scores), 0.0)) / scores.shape[0]
+  neg_count = jnp.maximum(jnp.sum(neg), 1)
+  neg_term = jnp.sum(jnp.where(neg, jax.nn.softplus(scores), 0.0)) / neg_count
+  return pos_term - neg_term
+
+
+def mine(scores: jax.Array, scenario: jax.Array, present: jax.Array) -> jax.Array:
+  """Donsker-Varadhan bound used by MINE (Belghazi et al. 2018): E_P[T] - log E_N[e^T].
+
+  Negatives (samples of the product of marginals) are the shuffled pairs of each example with
+  every other present prototype. Returns 0 when there is no negative (one scenario).
+  """
+  neg, pos = _neg_mask(scenario, present, scores.shape[1])
+  pos_term = jnp.sum(jnp.where(pos, scores, 0.0)) / scores.shape[0]
+  neg_count = jnp.sum(neg)
+  log_mean_exp = (jax.nn.logsumexp(jnp.where(neg, scores, -jnp.inf))
+                  - jnp.log(jnp.maximum(neg_count, 1)))
+  return jnp.where(neg_count > 0, pos_term - log_mean_exp, 0.0)
+
+
+def mi_lower_bound(name: str, scores, scenario, present) -> jax.Array:
+  if name == 'infonce':
+    return infonce(scores, scenario, present)
+  if name == 'jsd':
+    return jsd(scores, scenario, present)
+  if name == 'mine':
+    return mine(scores, scenario, present)
+  if name == 'none':
+    return jnp.zeros((), scores.dtype)
+  raise ValueError(f'unknown MI estimator {name!r}; choose one of {ESTIMATORS}')

@@ -1,0 +1,224 @@
+"""The train loop: `train_and_evaluate(config, workdir)`.
+
+Trains, evaluates on validation every epoch (or every `train.eval_every_steps`), early-stops on
+validation AUC, keeps the latest and the best checkpoint, resumes from the workdir after an
+interruption (reaching the same result as an uninterrupted run with the same seed), and finally
+scores the best state on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from midpg_jax import evaluation, metrics
+from midpg_jax.checkpoint import Checkpointer
+from midpg_jax.data import Dataset, load_dataset, pipeline
+from midpg_jax.models import build_model
+from midpg_jax.train_state import (count_params, create_train_state, make_optimizer,
+                                   make_predict_step, make_train_step, model_inputs)
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
+  """Runs `iterator` (host batch assembly + device transfer) in a thread, `size` items ahead."""
+  if size <= 0:
+    yield from iterator
+    return
+  q: queue.Queue = queue.Queue(maxsize=size)
+  done = object()
+
+  def worker():
+    try:
+      for item in iterator:
+        q.put(item)
+    except BaseException as e:  # re-raised in the consumer
+      q.put(e)
+    q.put(done)
+
+  threading.Thread(target=worker, daemon=True).start()
+  while True:
+    item = q.get()
+    if item is done:
+      return
+    if isinstance(item, BaseException):
+      raise item
+    yield item
+
+
+def validate_config(config) -> None:
+  t = config.train
+  for key in ('batch_size', 'eval_batch_size', 'num_epochs'):
+    if int(t[key]) <= 0:
+      raise ValueError(f'train.{key} must be positive, got {t[key]}')
+  if int(t.early_stop_patience) < 0:
+    raise ValueError(f'train.early_stop_patience must be >= 0, got {t.early_stop_patience}')
+  if float(config.model.get('mi_weight', 0.0)) < 0:
+    raise ValueError(f'model.mi_weight must be >= 0, got {config.model.mi_weight}')
+
+
+class _JsonlWriter:
+  def __init__(self, path: str):
+    self.path = path
+
+  def write(self, record: dict) -> None:
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(record, default=float) + '\n')
+
+
+def setup(config, dataset: Dataset | None = None):
+  """Builds what training and evaluation share: data, model, optimizer, initial state, steps."""
+  validate_config(config)
+  dataset = dataset or load_dataset(config.data)
+  model = build_model(config.model, dataset.spec)
+  n_train = len(dataset.splits['train']['label'])
+  steps_per_epoch = pipeline.steps_per_epoch(n_train, int(config.train.batch_size))
+  if steps_per_epoch == 0:
+    raise ValueError(f'the training split has {n_train} rows, fewer than one batch of '
+                     f'train.batch_size={config.train.batch_size}')
+  tx = make_optimizer(config.train, steps_per_epoch * int(config.train.num_epochs))
+  sample = next(pipeline.eval_batches(dataset.splits['train'], 2))
+  state = create_train_state(model, tx, sample, jax.random.key(int(config.seed)))
+  return dataset, model, tx, state, steps_per_epoch
+
+
+def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None) -> dict:
+  """Trains `config` in `workdir`; returns {'validation': metrics, 'test': metrics, ...}.
+
+  `stop_after_steps` ends the run early, as an interruption would (used to test resuming).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  dataset, model, tx, state, steps_per_epoch = setup(config)
+  spec, splits = dataset.spec, dataset.splits
+  tcfg = config.train
+  batch_size, seed = int(tcfg.batch_size), int(config.seed)
+  eval_every = int(tcfg.eval_every_steps) or steps_per_epoch
+  total_steps = steps_per_epoch * int(tcfg.num_epochs)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=1))
+  with open(os.path.join(workdir, 'feature_spec.json'), 'w') as f:
+    f.write(spec.to_json())
+
+  checkpointer = Checkpointer(workdir)
+  meta = {'epoch': 0, 'step_in_epoch': 0, 'best_auc': -math.inf, 'best_step': -1,
+          'evals_without_improvement': 0, 'stopped_early': False}
+  if checkpointer.latest_step('latest') is not None:
+    state, meta = checkpointer.restore('latest', state)
+    log.info('resumed from step %d (epoch %d)', int(state.step), meta['epoch'])
+    print(f'Resuming from {checkpointer.directory}/latest at step {int(state.step)}')
+
+  n_params = count_params(state.params)
+  train_step = jax.jit(make_train_step(model, tx, float(config.model.get('mi_weight', 0.0))))
+  predict_step = jax.jit(make_predict_step(model))
+  jsonl = _JsonlWriter(os.path.join(workdir, 'metrics.jsonl'))
+  print(f'model {config.model.name}: {n_params:,} parameters; {len(splits["train"]["label"]):,} '
+        f'training rows, {steps_per_epoch} steps/epoch, {total_steps} steps at most')
+
+  def run_eval(step: int, train_metrics: dict) -> dict:
+    result, _ = evaluation.evaluate(predict_step, state, splits['validation'], spec,
+                                    int(tcfg.eval_batch_size))
+    jsonl.write({'step': step, 'epoch': meta['epoch'], 'split': 'validation',
+                 **{f'train/{k}': v for k, v in train_metrics.items()},
+                 **metrics.flat_metrics(result)})
+    return result
+
+  pending: list[dict] = []  # device-side step metrics since the last log
+  window_start, window_examples = time.perf_counter(), 0
+  step = int(state.step)
+  progress = tqdm(total=total_steps, initial=step, desc='train', unit='step',
+                  dynamic_ncols=True, disable=not tcfg.progress_bar)
+  last_train_metrics: dict = {}
+
+  def fetch_pending() -> dict:
+    nonlocal pending
+    if not pending:
+      return {}
+    fetched = jax.device_get(pending)
+    pending = []
+    means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    if not all(math.isfinite(v) for v in means.values()):
+      raise NonFiniteLossError(
+          f'training loss became non-finite ({means}) before step {step}; stopped. The last good '
+          f'checkpoint (step {checkpointer.latest_step("latest")}) is kept in '
+          f'{checkpointer.directory}. Lower train.learning_rate or set train.grad_clip_norm.')
+    return means
+
+  try:
+    while meta['epoch'] < int(tcfg.num_epochs) and not meta['stopped_early']:
+      epoch = meta['epoch']
+      batches = pipeline.train_batches(splits['train'], batch_size, seed, epoch,
+                                       start_step=meta['step_in_epoch'])
+      device_batches = prefetch((jax.device_put(model_inputs(b)) for b in batches),
+                                int(tcfg.prefetch))
+      for batch in device_batches:
+        state, step_metrics = train_step(state, batch)
+        pending.append(step_metrics)
+        step += 1
+        meta['step_in_epoch'] += 1
+        window_examples += batch_size
+        progress.update(1)
+        if step % int(tcfg.log_every_steps) == 0:
+          last_train_metrics = fetch_pending()
+          now = time.perf_counter()
+          rate = window_examples / max(now - window_start, 1e-9)
+          window_start, window_examples = now, 0
+          progress.set_postfix(loss=f'{last_train_metrics["loss"]:.4f}', ex_s=f'{rate:,.0f}')
+        end_of_epoch = meta['step_in_epoch'] == steps_per_epoch
+        if end_of_epoch:
+          meta['epoch'], meta['step_in_epoch'] = epoch + 1, 0
+        if step % eval_every == 0 or end_of_epoch:
+          last_train_metrics = fetch_pending() or last_train_metrics
+          result = run_eval(step, last_train_metrics)
+          val_auc = result['overall']['auc']
+          improved = val_auc > meta['best_auc']
+          if improved:
+            meta.update(best_auc=val_auc, best_step=step, evals_without_improvement=0)
+            checkpointer.save('best', step, state, dict(meta))
+          else:
+            meta['evals_without_improvement'] += 1
+            if (int(tcfg.early_stop_patience)
+                and meta['evals_without_improvement'] >= int(tcfg.early_stop_patience)):
+              meta['stopped_early'] = True
+          checkpointer.save('latest', step, state, dict(meta))
+          progress.write(f'step {step} epoch {epoch + end_of_epoch}: validation AUC '
+                         f'{val_auc:.4f} (best {meta["best_auc"]:.4f} at step {meta["best_step"]})'
+                         + (' - early stop' if meta['stopped_early'] else ''))
+          if meta['stopped_early'] or end_of_epoch:
+            break
+        if stop_after_steps is not None and step >= stop_after_steps:
+          checkpointer.wait()
+          return {'interrupted_at': step}
+  finally:
+    progress.close()
+    checkpointer.wait()
+
+  # Final: the best state on validation and test.
+  best_state, _ = checkpointer.restore('best', state)
+  checkpointer.close()
+  summary = {'model': config.model.name, 'params': n_params, 'best_step': meta['best_step'],
+             'steps': step}
+  for split in ('validation', 'test'):
+    result, _ = evaluation.evaluate(predict_step, best_state, splits[split], spec,
+                                    int(tcfg.eval_batch_size))
+    summary[split] = result
+    jsonl.write({'step': meta['best_step'], 'split': f'best/{split}',
+                 **metrics.flat_metrics(result)})
+  with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
+    json.dump(summary, f, indent=1, default=float)
+  return summary

@@ -1,0 +1,36 @@
+"""Trains a model: python train.py --config configs/default.py --workdir runs/default
+
+Config values are overridden with --config.<path>=<value>, e.g. --config.model.rank=8.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from midpg_jax import metrics, trainer  # noqa: E402
+
+config_flags.DEFINE_config_file('config', 'configs/default.py', 'Training config file.',
+                                lock_config=True)
+flags.DEFINE_string('workdir', 'runs/default', 'Where checkpoints and metrics are written; an '
+                    'existing run there is resumed.')
+
+
+def main(argv):
+  del argv
+  # Orbax logs every save at INFO through absl; users want the progress bar and the table.
+  logging.set_verbosity(logging.WARNING)
+  config = flags.FLAGS.config
+  summary = trainer.train_and_evaluate(config, flags.FLAGS.workdir)
+  for split in ('validation', 'test'):
+    print()
+    print(metrics.format_table(summary[split], f'{summary["model"]} - best checkpoint (step '
+                                               f'{summary["best_step"]}) on {split}'))
+  print(f'\nmetrics: {os.path.join(flags.FLAGS.workdir, "final_metrics.json")}')
+
+
+if __name__ == '__main__':
+  app.run(main)
