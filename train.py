@@ -12,6 +12,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from midpg_jax import metrics, trainer  # noqa: E402
+from midpg_jax.errors import USER_ERRORS  # noqa: E402
 
 config_flags.DEFINE_config_file('config', 'configs/default.py', 'Training config file.',
                                 lock_config=True)
@@ -24,7 +25,10 @@ def main(argv):
   # Orbax logs every save at INFO through absl; users want the progress bar and the table.
   logging.set_verbosity(logging.WARNING)
   config = flags.FLAGS.config
-  summary = trainer.train_and_evaluate(config, flags.FLAGS.workdir)
+  try:
+    summary = trainer.train_and_evaluate(config, flags.FLAGS.workdir)
+  except USER_ERRORS as e:
+    sys.exit(f'error: {e}')
   for split in ('validation', 'test'):
     print()
     print(metrics.format_table(summary[split], f'{summary["model"]} - best checkpoint (step '

@@ -36,3 +36,29 @@ def evaluate(predict_fn: Callable, state, columns: dict, spec: FeatureSpec,
   result = metrics.evaluate_predictions(columns['label'], probs, columns['scenario'],
                                         spec.scenario_names, columns.get('prob'))
   return result, probs
+
+
+def evaluate_checkpoint(config, workdir: str, split: str = 'test', kind: str = 'best'):
+  """Restores the `kind` checkpoint of `workdir` and scores `split`.
+
+  Returns (metrics, probs, dataset, meta). Raises CheckpointError when the workdir has none.
+  """
+  # Imported here: the trainer imports this module.
+  from midpg_jax.checkpoint import Checkpointer, CheckpointError
+  from midpg_jax.trainer import setup
+  from midpg_jax.train_state import make_predict_step
+  import os
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints', kind)):
+    raise CheckpointError(f'no {kind} checkpoint in {os.path.abspath(workdir)}/checkpoints/{kind}:'
+                          f' train first (python train.py --config ... --workdir {workdir})')
+  dataset, model, _, state, _ = setup(config)
+  if split not in dataset.splits:
+    raise ValueError(f'unknown split {split!r}; this dataset has {sorted(dataset.splits)}')
+  checkpointer = Checkpointer(workdir, create=False)
+  try:
+    state, meta = checkpointer.restore(kind, state)
+  finally:
+    checkpointer.close()
+  result, probs = evaluate(jax.jit(make_predict_step(model)), state, dataset.splits[split],
+                           dataset.spec, int(config.train.eval_batch_size))
+  return result, probs, dataset, meta

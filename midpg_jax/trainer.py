@@ -24,16 +24,13 @@ from tqdm.auto import tqdm
 
 from midpg_jax import evaluation, metrics
 from midpg_jax.checkpoint import Checkpointer
+from midpg_jax.errors import NonFiniteLossError
 from midpg_jax.data import Dataset, load_dataset, pipeline
 from midpg_jax.models import build_model
 from midpg_jax.train_state import (count_params, create_train_state, make_optimizer,
                                    make_predict_step, make_train_step, model_inputs)
 
 log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-  pass
 
 
 def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
@@ -103,8 +100,8 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
 
   `stop_after_steps` ends the run early, as an interruption would (used to test resuming).
   """
+  dataset, model, tx, state, steps_per_epoch = setup(config)  # validates before writing
   os.makedirs(workdir, exist_ok=True)
-  dataset, model, tx, state, steps_per_epoch = setup(config)
   spec, splits = dataset.spec, dataset.splits
   tcfg = config.train
   batch_size, seed = int(tcfg.batch_size), int(config.seed)

@@ -181,7 +181,7 @@ class MIDPG(nn.Module):
   def __call__(self, batch, train: bool = False):
     num_scen = self.spec.num_scenarios
     x, fields = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)  # (B, d_0)
-    scenario = batch['scenario'].astype(jnp.int32)  # (B,)
+    scenario = jnp.asarray(batch['scenario'], jnp.int32)  # (B,)
     counts = scenario_counts(scenario, num_scen)
     scen_embed = ScenarioEmbedding(num_scen, self.scenario_embed_dim, name='scenario_embed')
     generator = WeightGenerator(len(self.hidden), self.rank, tuple(self.generator_hidden),

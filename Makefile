@@ -1,0 +1,29 @@
+# Two commands set everything up on a fresh machine:
+#   make train   creates .venv if missing, installs requirements.txt, trains MI-DPG on the
+#                built-in synthetic dataset and prints the per-scenario table
+#   make test    same environment, runs the test suite
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/default
+CONFIG ?= configs/default.py
+
+.PHONY: train test eval clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+train: $(VENV)/.installed
+	$(PY) train.py --config $(CONFIG) --workdir $(WORKDIR)
+
+eval: $(VENV)/.installed
+	$(PY) eval.py --config $(CONFIG) --workdir $(WORKDIR)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf runs

@@ -1,0 +1,37 @@
+"""Shared test fixtures: a small, fast version of the default config."""
+
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), 'shared', 'data', 'Scenario-Wise-Rec')
+
+
+def small_config(**data_overrides):
+  """The default config scaled down to run in seconds on 2 CPU cores."""
+  from configs import default
+  c = default.get_config()
+  c.data.num_train = 40_000
+  c.data.num_val = 10_000
+  c.data.num_test = 10_000
+  c.data.vocab_sizes = (2_000, 500, 200, 100, 50, 20, 10, 5)
+  for k, v in data_overrides.items():
+    c.data[k] = v
+  c.model.hidden = (64, 32)
+  c.model.embed_dim = 8
+  c.train.batch_size = 512
+  c.train.eval_batch_size = 4096
+  c.train.num_epochs = 2
+  c.train.progress_bar = False
+  c.train.log_every_steps = 20
+  c.train.early_stop_patience = 0
+  return c
+
+
+@pytest.fixture
+def config():
+  return small_config()

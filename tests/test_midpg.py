@@ -1,0 +1,154 @@
+"""MI-DPG: shapes, identity at initialisation, equal computation paths, no (B, d_in, d_out)."""
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from midpg_jax.data import load_dataset, pipeline
+from midpg_jax.models import build_model
+from midpg_jax.train_state import init_variables, model_inputs
+from conftest import small_config
+
+
+@pytest.fixture(scope='module')
+def data():
+  c = small_config()
+  ds = load_dataset(c.data)
+  batch = model_inputs(next(pipeline.eval_batches(ds.splits['train'], 64)))
+  return c, ds, batch
+
+
+def _init(model_cfg, ds, batch, seed=0):
+  model = build_model(model_cfg, ds.spec)
+  return model, init_variables(model, batch, jax.random.key(seed))
+
+
+def test_shapes_and_dtypes(data):
+  c, ds, batch = data
+  model, variables = _init(c.model, ds, batch)
+  out = model.apply(variables, batch)
+  assert out['logits'].shape == (64,) and out['logits'].dtype == jnp.float32
+  assert out['mi_bound'].shape == () and np.isfinite(float(out['mi_bound']))
+  p = variables['params']
+  d0 = len(ds.spec.cat_names) * c.model.embed_dim + ds.spec.num_dense
+  S, r, rs = ds.spec.num_scenarios, c.model.rank, c.model.specific_rank
+  assert p['layer_0']['kernel'].shape == (d0, 64)
+  assert p['layer_0']['shared_in'].shape == (d0, r)
+  assert p['layer_0']['shared_out'].shape == (r, 64)
+  assert p['layer_0']['specific_in'].shape == (S, d0, rs)
+  assert p['layer_0']['specific_out'].shape == (S, rs, 64)
+  assert p['features']['embed_c0'].shape == (ds.spec.cat_vocab_sizes[0], c.model.embed_dim)
+
+
+def test_identity_at_initialisation_equals_plain_backbone(data):
+  """With M = 0 (its initial value), MI-DPG computes exactly the plain backbone MLP."""
+  c, ds, batch = data
+  midpg, v = _init(c.model, ds, batch)
+  plain_cfg = c.model.copy_and_resolve_references()
+  plain_cfg.name = 'shared_bottom'
+  plain, pv = _init(plain_cfg, ds, batch, seed=1)
+  p = v['params']
+  for l in range(len(c.model.hidden)):
+    np.testing.assert_array_equal(p[f'layer_{l}']['shared_out'], 0)
+    np.testing.assert_array_equal(p[f'layer_{l}']['specific_out'], 0)
+  copied = {'features': p['features'], 'output': p['output'],
+            'mlp': {f'dense_{l}': {'kernel': p[f'layer_{l}']['kernel'],
+                                   'bias': p[f'layer_{l}']['bias']}
+                    for l in range(len(c.model.hidden))}}
+  assert jax.tree_util.tree_structure(copied) == jax.tree_util.tree_structure(pv['params'])
+  np.testing.assert_allclose(midpg.apply(v, batch)['logits'],
+                             plain.apply({'params': copied}, batch)['logits'], rtol=1e-5,
+                             atol=1e-6)
+
+
+def _perturbed(variables, seed=3):
+  """Non-zero M everywhere, so the scenario paths differ from the plain backbone."""
+  leaves, tree = jax.tree_util.tree_flatten(variables)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return jax.tree_util.tree_unflatten(
+      tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+
+
+def test_ragged_and_onehot_paths_agree(data):
+  c, ds, batch = data
+  model, v = _init(c.model, ds, batch)
+  v = _perturbed(v)
+  onehot_cfg = c.model.copy_and_resolve_references()
+  onehot_cfg.scenario_matmul = 'onehot'
+  onehot = build_model(onehot_cfg, ds.spec)
+  a = model.apply(v, batch)
+  b = onehot.apply(v, batch)
+  np.testing.assert_allclose(a['logits'], b['logits'], rtol=1e-4, atol=1e-5)
+  assert float(a['mi_bound']) == pytest.approx(float(b['mi_bound']), rel=1e-5)
+
+
+def test_decomposed_path_equals_explicit_weights(data):
+  """The instance-aware decomposed forward equals building W * (1 + M) per example explicitly."""
+  c, ds, batch = data
+  cfg = c.model.copy_and_resolve_references()
+  cfg.generator_features = ('c5',)
+  model, v = _init(cfg, ds, batch)
+  v = _perturbed(v)
+  from midpg_jax.models.midpg import ModulatedDense
+  layer = ModulatedDense(32, ds.spec.num_scenarios, cfg.rank, cfg.specific_rank)
+  h = jax.random.normal(jax.random.key(1), (5, 16))
+  scen = jnp.array([0, 1, 2, 3, 1])
+  core = jax.random.normal(jax.random.key(2), (5, cfg.rank, cfg.rank))
+  lv = _perturbed(layer.init(jax.random.key(0), h, scen, core, 'instance'))
+  got = layer.apply(lv, h, scen, core, 'instance')
+  p = lv['params']
+  m = (jnp.einsum('ia,bac,co->bio', p['shared_in'], core, p['shared_out'])
+       + jnp.einsum('bik,bko->bio', p['specific_in'][scen], p['specific_out'][scen]))
+  want = jnp.einsum('bi,bio->bo', h, p['kernel'][None] * (1 + m)) + p['bias']
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+  out = model.apply(v, batch)
+  assert out['logits'].shape == (64,) and np.isfinite(np.asarray(out['logits'])).all()
+
+
+@pytest.mark.parametrize('generator_features', [(), ('c5',)])
+def test_never_builds_batch_by_weight_tensor(data, generator_features):
+  c, ds, batch = data
+  cfg = c.model.copy_and_resolve_references()
+  cfg.generator_features = generator_features
+  model, v = _init(cfg, ds, batch)
+  B = batch['scenario'].shape[0]
+  widths = [len(ds.spec.cat_names) * cfg.embed_dim + ds.spec.num_dense, *cfg.hidden]
+  forbidden = {(B, i, o) for i, o in zip(widths[:-1], widths[1:])}
+  grad_fn = jax.grad(lambda p: jnp.sum(model.apply({'params': p}, batch)['logits']))
+  jaxpr = jax.make_jaxpr(grad_fn)(v['params'])
+
+  def shapes(jx):
+    for eqn in jx.eqns:
+      for var in eqn.outvars:
+        yield tuple(getattr(var.aval, 'shape', ()))
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        yield from shapes(sub)
+
+  seen = set(shapes(jaxpr.jaxpr))
+  assert not seen & forbidden, f'built a (B, d_in, d_out) tensor: {seen & forbidden}'
+
+
+def test_ablation_switches_build_and_run(data):
+  c, ds, batch = data
+  for overrides in ({'use_shared': False}, {'use_specific': False}, {'combine': 'replace'},
+                    {'mi_estimator': 'jsd'}, {'mi_estimator': 'mine'}, {'mi_estimator': 'none'}):
+    cfg = c.model.copy_and_resolve_references()
+    cfg.update(overrides)
+    model, v = _init(cfg, ds, batch)
+    out = model.apply(v, batch)
+    assert np.isfinite(np.asarray(out['logits'])).all(), overrides
+    assert ('mi_bound' in out) == (cfg.mi_estimator != 'none')
+
+
+@pytest.mark.parametrize('key,value,match', [
+    ('rank', 0, 'rank'), ('mi_estimator', 'bogus', 'mi_estimator'),
+    ('combine', 'add', 'combine'), ('scenario_matmul', 'loop', 'scenario_matmul'),
+    ('generator_features', ('nope',), 'generator_features'), ('name', 'nope', 'model.name')])
+def test_bad_config_values_name_the_problem(data, key, value, match):
+  c, ds, _ = data
+  cfg = c.model.copy_and_resolve_references()
+  cfg[key] = value
+  with pytest.raises(ValueError, match=match):
+    build_model(cfg, ds.spec)
