@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from midpg_jax.data import synthetic
+from midpg_jax.data import aliccp, aliexpress, amazon, iaac, scenario_wise_rec, synthetic
 from midpg_jax.data.schema import Columns, FeatureSpec, num_rows, validate_columns
 
 
@@ -19,7 +19,12 @@ class Dataset:
     return 'prob' in self.splits['train']
 
 
-_LOADERS: dict[str, Callable] = {'synthetic': synthetic.generate}
+# Real datasets are prepared once from the user's downloads into memory-mapped columns
+# (midpg_jax/data/prepare.py); their TFDS builders are in tfds_builders.py (imported on demand).
+_LOADERS: dict[str, Callable] = {
+    'synthetic': synthetic.generate, 'iaac': iaac.load, 'aliccp': aliccp.load,
+    'aliexpress': aliexpress.load, 'amazon': amazon.load, 'mind': scenario_wise_rec.load,
+    'douban': scenario_wise_rec.load}
 
 
 def register_dataset(name: str):

@@ -1,0 +1,16 @@
+"""A model on IAAC (IJCAI-18 Alimama ad conversion; scenario = user_gender_id).
+
+  python train.py --config configs/iaac.py --config.data.manual_dir=<folder with
+      round1_ijcai_18_train_20180301.txt> --workdir runs/iaac
+Other scenario field: --config.data.scenario_field=context_page_id. Data keys and the file format:
+midpg_jax/data/iaac.py (download instructions: iaac.INSTRUCTIONS).
+"""
+
+from configs import default
+from midpg_jax.data import iaac
+
+
+def get_config():
+  config = default.get_config()
+  config.data = iaac.data_config()
+  return config

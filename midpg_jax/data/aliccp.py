@@ -1,0 +1,79 @@
+"""Ali-CCP (Alibaba click and conversion prediction) in the CSV form of Scenario-Wise-Rec.
+
+Raw files: `ali_ccp_train*.csv`, `ali_ccp_val*.csv`, `ali_ccp_test*.csv` (each pattern may match
+several files, read in name order), comma-separated with a header line:
+
+  click,purchase,101,121,122,124,125,126,127,128,129,205,206,207,210,216,508,509,702,853,301,
+  109_14,110_14,127_14,150_14,D109_14,D110_14,D127_14,D150_14,D508,D509,D702,D853
+
+* label `purchase`; by default on clicked rows only (`click == 1`: post-click conversion, the
+  CVR task), `clicked_only=False` trains and evaluates on the entire impression space;
+* scenario field `301` with the fixed values (1, 2, 3) (so a value missing from the clicked
+  training rows of a small sample is still known);
+* every other column is an integer-encoded categorical id, except the 8 dense `D*` columns;
+* the three files are the train / validation / test splits.
+"""
+
+from __future__ import annotations
+
+from midpg_jax.data import prepare
+
+NAME = 'aliccp'
+
+INSTRUCTIONS = """\
+Ali-CCP must be downloaded by you, as CSV files in the format of Scenario-Wise-Rec
+(https://github.com/Xiaopengli1/Scenario-Wise-Rec, scripts/data/ali-ccp: its README links the
+full preprocessed files; its *_sample.csv files show the format):
+  ali_ccp_train.csv, ali_ccp_val.csv, ali_ccp_test.csv
+with the header click,purchase,101,...,301,...,D853 (33 columns, all ids integer-encoded).
+Put them into one folder and pass it as --config.data.manual_dir=<folder>. Other names:
+--config.data.train_files / validation_files / test_files (glob patterns; .csv.gz also works).
+The raw Tianchi release (https://tianchi.aliyun.com/dataset/408, sample_skeleton_*.csv and
+common_features_*.csv) must first be converted into that format; this project does not do that.
+"""
+
+SPARSE_COLUMNS = ('101', '121', '122', '124', '125', '126', '127', '128', '129', '205', '206',
+                  '207', '210', '216', '508', '509', '702', '853', '109_14', '110_14', '127_14',
+                  '150_14')
+DENSE_COLUMNS = ('D109_14', 'D110_14', 'D127_14', 'D150_14', 'D508', 'D509', 'D702', 'D853')
+
+
+def data_config():
+  return prepare.base_config(
+      NAME,
+      train_files='ali_ccp_train*.csv',
+      validation_files='ali_ccp_val*.csv',
+      test_files='ali_ccp_test*.csv',
+      scenario_field='301',
+      scenario_values=(1, 2, 3),
+      label='purchase',
+      click_column='click',
+      clicked_only=True,  # False: the entire space (every impression)
+      cat_columns=SPARSE_COLUMNS,
+      dense_columns=DENSE_COLUMNS)
+
+
+def schema(cfg) -> prepare.Schema:
+  return prepare.schema_from_config(cfg)
+
+
+def read_splits(cfg) -> dict[str, prepare.RawTable]:
+  directory = prepare.manual_dir(cfg, INSTRUCTIONS)
+  click = str(cfg.click_column)
+  kinds = schema(cfg).kinds()
+  keep = None
+  if cfg.clicked_only:
+    kinds.setdefault(click, 'label')
+    keep = lambda batch: batch.column(click).to_numpy() == 1  # noqa: E731
+  splits = {}
+  for split, pattern in (('train', cfg.train_files), ('validation', cfg.validation_files),
+                         ('test', cfg.test_files)):
+    paths = prepare.find_files(directory, str(pattern), f'Ali-CCP {split} split', INSTRUCTIONS)
+    splits[split] = prepare.RawTable.concat([
+        prepare.read_csv(p, kinds, keep=keep, progress=bool(cfg.progress)) for p in paths])
+  return splits
+
+
+def load(cfg):
+  return prepare.load_or_prepare(cfg, lambda: read_splits(cfg), schema(cfg))
+

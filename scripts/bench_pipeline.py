@@ -1,0 +1,149 @@
+"""Does the columnar input pipeline keep up with training? Prints both rates and their ratio.
+
+  python scripts/bench_pipeline.py --config configs/aliccp.py \
+      --config.data.manual_dir=/tmp/aliccp_fake --config.data.prepared_dir=/tmp/aliccp_fake_prep \
+      --generate_aliccp_rows=1000000
+
+1. (optional) writes a random Ali-CCP-format training file of --generate_aliccp_rows rows (plus
+   validation and test files a tenth that size) into config.data.manual_dir;
+2. prepares the dataset (timed; reused when already prepared);
+3. pipeline: rows/s of `pipeline.train_batches` on the memory-mapped training columns (host batch
+   assembly, as the trainer's prefetch thread runs it), also with `jax.device_put`;
+4. training: examples/s of the jitted train step alone (batches already on the device) and of
+   the trainer's loop shape (pipeline + prefetch thread + step).
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.csv as pacsv  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from midpg_jax import trainer  # noqa: E402
+from midpg_jax.data import aliccp, load_dataset, pipeline  # noqa: E402
+from midpg_jax.train_state import make_train_step, model_inputs  # noqa: E402
+
+config_flags.DEFINE_config_file('config', 'configs/aliccp.py', 'Training config file.')
+flags.DEFINE_integer('generate_aliccp_rows', 0, 'If > 0, first write a random Ali-CCP-format '
+                     'training file of this many rows into config.data.manual_dir.')
+flags.DEFINE_integer('batches', 300, 'Pipeline batches to time.')
+flags.DEFINE_integer('steps', 60, 'Train steps to time.')
+FLAGS = flags.FLAGS
+
+
+def write_fake_aliccp(directory: str, rows: int, seed: int = 0) -> None:
+  """Random rows in Ali-CCP's CSV format: Zipf ids, 20 % clicks, 5 % of clicks purchase."""
+  rng = np.random.default_rng(seed)
+  sparse, dense = aliccp.SPARSE_COLUMNS, aliccp.DENSE_COLUMNS
+  header = ['click', 'purchase', *sparse[:18], '301', *sparse[18:], *dense]
+  caps = dict(zip(sparse, (2, 9, 3, 8, 8, 3, 3, 3, 3, 400_000, 100_000, 80_000, 60_000, 10_000,
+                           800, 100, 1000, 500, 20, 20, 20, 20)))
+  os.makedirs(directory, exist_ok=True)
+  for name, n in (('ali_ccp_train.csv', rows), ('ali_ccp_val.csv', rows // 10),
+                  ('ali_ccp_test.csv', rows // 10)):
+    click = (rng.random(n) < 0.2).astype(np.int64)
+    cols = {'click': click, 'purchase': click * (rng.random(n) < 0.05),
+            '301': rng.choice([1, 2, 3], n, p=[0.6, 0.3, 0.1])}
+    cols.update({c: np.minimum(rng.zipf(1.3, n), caps[c]) for c in sparse})
+    cols.update({c: rng.random(n).round(4) for c in dense})
+    pacsv.write_csv(pa.table({c: cols[c] for c in header}), os.path.join(directory, name))
+
+
+def rate(fn, count: int, unit_per_item: int) -> float:
+  start = time.perf_counter()
+  done = fn(count)
+  return done * unit_per_item / (time.perf_counter() - start)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  config = FLAGS.config
+  if FLAGS.generate_aliccp_rows > 0:
+    start = time.perf_counter()
+    write_fake_aliccp(config.data.manual_dir, FLAGS.generate_aliccp_rows)
+    path = os.path.join(config.data.manual_dir, 'ali_ccp_train.csv')
+    print(f'wrote {FLAGS.generate_aliccp_rows:,} rows ({os.path.getsize(path) / 1e6:.0f} MB) to '
+          f'{path} in {time.perf_counter() - start:.1f}s')
+
+  start = time.perf_counter()
+  dataset = load_dataset(config.data)
+  print(f'dataset ready (prepared or reused, loaded, validated) in '
+        f'{time.perf_counter() - start:.1f}s')
+  train = dataset.splits['train']
+  n = len(train['label'])
+  batch_size = int(config.train.batch_size)
+  print(f'{n:,} training rows, batch {batch_size}, columns '
+        f'{[(k, type(v).__name__) for k, v in train.items()]}')
+
+  def host_batches(count):
+    done = 0
+    for epoch in range(count):
+      for _ in pipeline.train_batches(train, batch_size, 0, epoch):
+        done += 1
+        if done == count:
+          return done
+    return done
+
+  def device_batches(count):
+    done = 0
+    for b in pipeline.train_batches(train, batch_size, 0, 1):
+      jax.block_until_ready(jax.device_put(model_inputs(b)))
+      done += 1
+      if done == count:
+        break
+    return done
+
+  host_batches(3)  # touch the pages once
+  pipe_rate = rate(host_batches, FLAGS.batches, batch_size)
+  pipe_dev_rate = rate(device_batches, FLAGS.batches, batch_size)
+
+  _, model, tx, state, _ = trainer.setup(config, dataset)
+  step = jax.jit(make_train_step(model, tx, float(config.model.get('mi_weight', 0.0))))
+  batches = [jax.device_put(model_inputs(b)) for _, b in
+             zip(range(FLAGS.steps), pipeline.train_batches(train, batch_size, 0, 2))]
+  state, metrics = step(state, batches[0])  # compile
+  jax.block_until_ready(metrics)
+
+  def steps_only(count):
+    nonlocal state
+    m = None
+    for b in batches[:count]:
+      state, m = step(state, b)
+    jax.block_until_ready(m)
+    return min(count, len(batches))
+
+  def full_loop(count):
+    nonlocal state
+    m, done = None, 0
+    it = trainer.prefetch((jax.device_put(model_inputs(b)) for b in
+                           pipeline.train_batches(train, batch_size, 0, 3)), 2)
+    for b in it:
+      state, m = step(state, b)
+      done += 1
+      if done == count:
+        break
+    jax.block_until_ready(m)
+    return done
+
+  step_rate = rate(steps_only, FLAGS.steps, batch_size)
+  loop_rate = rate(full_loop, FLAGS.steps, batch_size)
+  print(f'device: {jax.devices()[0].device_kind} ({jax.default_backend()}), model '
+        f'{config.model.name}')
+  print(f'pipeline (host batches from memory-mapped columns): {pipe_rate:12,.0f} rows/s')
+  print(f'pipeline + jax.device_put:                          {pipe_dev_rate:12,.0f} rows/s')
+  print(f'train step alone (batches already on device):       {step_rate:12,.0f} examples/s')
+  print(f'trainer loop (pipeline + prefetch thread + step):   {loop_rate:12,.0f} examples/s')
+  print(f'pipeline / train step: {pipe_rate / step_rate:.1f}x '
+        f'(with device_put: {pipe_dev_rate / step_rate:.1f}x)')
+
+
+if __name__ == '__main__':
+  app.run(main)
