@@ -52,6 +52,34 @@ def model_config() -> ml_collections.ConfigDict:
   m.mi_weight = 0.01  # lambda in  L = BCE + lambda * (-MI bound)
   m.mi_temperature = 0.1  # tau of the cosine critic
   m.mi_dim = 32
+  # ---- Multi-scenario model zoo (midpg_jax/models/{moe,star,sar_net,m2m,gating,apg,hamur}.py).
+  # Also read by the zoo: embed_dim, hidden, activation, dropout (sizes) and scenario_embed_dim.
+  m.zoo_scenario_matmul = 'ragged'  # per-scenario weights: 'ragged' (grouped matmul) or 'onehot'
+  m.num_experts = 4  # shared experts: mmoe, hmoe, ple (per level), sar_net, m2m
+  m.specific_experts = 1  # experts per scenario: ple (per level), sar_net
+  m.star_aux_hidden = (32,)  # STAR's auxiliary network on the scenario embedding
+  # Momentum of the running per-scenario statistics of partitioned normalisation (star, hamur):
+  # 0.9 is PyTorch BatchNorm's default (momentum=0.1), which the peers' code uses.
+  m.pn_momentum = 0.9
+  m.m2m_attention_dim = 32  # M2M meta attention width
+  m.m2m_meta_layers = 1  # M2M residual meta units in the meta tower
+  m.adasparse_form = 'fusion'  # 'binarization' | 'scaling' | 'fusion'
+  m.adasparse_beta = 2.0  # scale of the scaling / fusion weighting factors
+  m.adasparse_epsilon = 0.01  # factors below it are pruned (binarization, fusion)
+  m.adasparse_alpha = 1.0  # sharpness of sigmoid(alpha v) at step 0 ...
+  m.adasparse_alpha_step = 1e-4  # ... growing by this much per training step
+  m.adasparse_sparsity_weight = 0.01  # flexible sparsity regulariser; 0 = off
+  m.adasparse_sparsity_range = (0.1, 0.5)  # [r_min, r_max] of each layer's pruned fraction
+  m.pepnet_prior_fields = ()  # PPNet prior fields (the paper's id fields); () = all fields
+  m.apg_condition = 'scenario'  # 'scenario' | 'mixed' (scenario + features) | 'self' (layer input)
+  m.apg_rank = 32  # K: W = U (d_in, K) S(z) (K, K) V (K, d_out)
+  m.apg_overparam = 0  # P > 0: U = U_l (d_in, P) U_r (P, K), V likewise; merged after training
+  m.apg_generate_bias = False
+  m.apg_generator_hidden = (64,)
+  m.hamur_adapters = 1  # adapters, after the last hidden layers
+  m.hamur_adapter_dim = 32  # adapter bottleneck width
+  m.hamur_rank = 16  # K of the generated K x K adapter core
+  m.hamur_hyper_hidden = (64,)  # the shared hyper-network
   return m
 
 
@@ -74,10 +102,29 @@ def train_config() -> ml_collections.ConfigDict:
   return t
 
 
+def mesh_config() -> ml_collections.ConfigDict:
+  """The device mesh (midpg_jax/partitioning.py; README "Running on several GPUs, ...").
+
+  Two axes, (data, model), over every device of every process. -1 = the devices left over:
+  (-1, 1) is pure data parallelism (the default, also right for one device); (-1, 2) splits each
+  embedding table's rows over 2 devices and data-parallelises over the rest; (4, 2) needs exactly
+  8 devices. On several processes keep the model axis inside one host (model <= devices per
+  host). train.batch_size (global, over all processes) must divide by the data axis size.
+  """
+  m = ml_collections.ConfigDict()
+  m.shape = (-1, 1)
+  # (regex searched in the '/'-joined parameter path, PartitionSpec entries); first match wins,
+  # no match = replicated. Default: embedding tables `embed_<field>` (vocab, E) split by rows on
+  # `model`; a table whose vocab does not divide by the model axis is replicated (and logged).
+  m.param_rules = ((r'(^|/)embed_[^/]*$', ('model', None)),)
+  return m
+
+
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data = synthetic_data()
   config.model = model_config()
   config.train = train_config()
+  config.mesh = mesh_config()
   return config

@@ -1,4 +1,4 @@
-"""The training objective: L = BCE(y, sigmoid(logit)) + lambda * (-MI lower bound).
+"""The training objective: L = BCE(y, sigmoid(logit)) + lambda * (-MI lower bound) [+ aux_loss].
 
 `weight` (B,) masks padding examples (0) so a padded batch gives the loss of its real rows.
 """
@@ -23,4 +23,7 @@ def loss_fn(outputs: dict, batch: dict, mi_weight: float) -> tuple[jax.Array, di
   if 'mi_bound' in outputs:
     parts['mi_bound'] = outputs['mi_bound']
     total = total - mi_weight * outputs['mi_bound']
+  if 'aux_loss' in outputs:  # a model's own auxiliary loss, already weighted by the model
+    parts['aux_loss'] = outputs['aux_loss']
+    total = total + outputs['aux_loss']
   return total, parts

@@ -16,6 +16,14 @@ from midpg_jax import mi
 from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.models.baselines import Logistic, SharedBottom
 from midpg_jax.models.midpg import COMBINES, MIDPG, SCENARIO_MATMULS
+from midpg_jax.models.apg import APG, APG_CONDITIONS
+from midpg_jax.models.gating import ADASPARSE_FORMS, AdaSparse, PEPNet
+from midpg_jax.models.hamur import HAMUR
+from midpg_jax.models.m2m import M2M
+from midpg_jax.models.moe import HMoE, MMoE, PLE
+from midpg_jax.models.sar_net import SARNet
+from midpg_jax.models.scenario_ops import ROUTINGS
+from midpg_jax.models.star import STAR
 
 _BUILDERS: dict[str, Callable] = {}
 
@@ -81,6 +89,153 @@ def _shared_bottom(cfg, spec):
 @register_model('logistic')
 def _logistic(cfg, spec):
   return Logistic(spec=spec)
+
+
+# ---- The multi-scenario zoo: each model's paper and our choices are in its module docstring.
+
+def _positive_ints(cfg, *keys) -> dict:
+  for key in keys:
+    if int(cfg[key]) <= 0:
+      raise ValueError(f'model.{key} must be a positive integer, got {cfg[key]}')
+  return {key: int(cfg[key]) for key in keys}
+
+
+def _widths(cfg, key) -> tuple[int, ...]:
+  widths = tuple(int(w) for w in cfg[key])
+  if not widths or min(widths) <= 0:
+    raise ValueError(f'model.{key} must be positive widths, got {tuple(cfg[key])}')
+  return widths
+
+
+def _scenario_matmul(cfg) -> str:
+  if cfg.zoo_scenario_matmul not in ROUTINGS:
+    raise ValueError(f'unknown model.zoo_scenario_matmul {cfg.zoo_scenario_matmul!r}; '
+                     f'choose one of {ROUTINGS}')
+  return cfg.zoo_scenario_matmul
+
+
+def _pn_momentum(cfg) -> float:
+  if not 0 <= cfg.pn_momentum < 1:
+    raise ValueError(f'model.pn_momentum must lie in [0, 1), got {cfg.pn_momentum}')
+  return float(cfg.pn_momentum)
+
+
+@register_model('mmoe')
+def _mmoe(cfg, spec):
+  return MMoE(spec=spec, **_positive_ints(cfg, 'num_experts'),
+              scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
+
+
+@register_model('ple')
+def _ple(cfg, spec):
+  return PLE(spec=spec, **_positive_ints(cfg, 'num_experts', 'specific_experts'),
+             scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
+
+
+@register_model('hmoe')
+def _hmoe(cfg, spec):
+  return HMoE(spec=spec, **_positive_ints(cfg, 'num_experts'),
+              scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
+
+
+@register_model('star')
+def _star(cfg, spec):
+  return STAR(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim'),
+              aux_hidden=_widths(cfg, 'star_aux_hidden'), pn_momentum=_pn_momentum(cfg),
+              scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
+
+
+@register_model('sar_net')
+def _sar_net(cfg, spec):
+  return SARNet(spec=spec, **_positive_ints(cfg, 'num_experts', 'specific_experts'),
+                scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
+
+
+@register_model('m2m')
+def _m2m(cfg, spec):
+  if int(cfg.m2m_meta_layers) < 0:
+    raise ValueError(f'model.m2m_meta_layers must be >= 0, got {cfg.m2m_meta_layers}')
+  return M2M(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim', 'num_experts'),
+             attention_dim=_positive_ints(cfg, 'm2m_attention_dim')['m2m_attention_dim'],
+             meta_layers=int(cfg.m2m_meta_layers), scenario_matmul=_scenario_matmul(cfg),
+             **_common(cfg))
+
+
+@register_model('adasparse')
+def _adasparse(cfg, spec):
+  if cfg.adasparse_form not in ADASPARSE_FORMS:
+    raise ValueError(f'unknown model.adasparse_form {cfg.adasparse_form!r}; '
+                     f'choose one of {ADASPARSE_FORMS}')
+  if cfg.adasparse_beta < 1:
+    raise ValueError(f'model.adasparse_beta must be >= 1, got {cfg.adasparse_beta}')
+  if not 0 < cfg.adasparse_epsilon < 1:
+    raise ValueError(f'model.adasparse_epsilon must lie in (0, 1), got {cfg.adasparse_epsilon}')
+  if cfg.adasparse_alpha <= 0 or cfg.adasparse_alpha_step < 0:
+    raise ValueError(f'model.adasparse_alpha must be positive and model.adasparse_alpha_step >= 0, '
+                     f'got {cfg.adasparse_alpha} and {cfg.adasparse_alpha_step}')
+  if cfg.adasparse_sparsity_weight < 0:
+    raise ValueError(f'model.adasparse_sparsity_weight must be >= 0, '
+                     f'got {cfg.adasparse_sparsity_weight}')
+  r_range = tuple(float(r) for r in cfg.adasparse_sparsity_range)
+  if len(r_range) != 2 or not 0 <= r_range[0] <= r_range[1] <= 1:
+    raise ValueError(f'model.adasparse_sparsity_range must be (r_min, r_max) with '
+                     f'0 <= r_min <= r_max <= 1, got {tuple(cfg.adasparse_sparsity_range)}')
+  return AdaSparse(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim'),
+                   form=cfg.adasparse_form, beta=float(cfg.adasparse_beta),
+                   epsilon=float(cfg.adasparse_epsilon), alpha=float(cfg.adasparse_alpha),
+                   alpha_step=float(cfg.adasparse_alpha_step),
+                   sparsity_weight=float(cfg.adasparse_sparsity_weight),
+                   sparsity_range=r_range, **_common(cfg))
+
+
+def _pepnet_variant(cfg, spec, use_ep: bool, use_pp: bool):
+  prior = tuple(cfg.pepnet_prior_fields)
+  unknown = set(prior) - set(spec.cat_names) - set(spec.multi_names)
+  if unknown:
+    raise ValueError(f'model.pepnet_prior_fields names unknown fields {sorted(unknown)}; known: '
+                     f'{sorted((*spec.cat_names, *spec.multi_names))}')
+  return PEPNet(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim'), use_ep=use_ep,
+                use_pp=use_pp, prior_fields=prior, **_common(cfg))
+
+
+@register_model('pepnet')
+def _pepnet(cfg, spec):
+  return _pepnet_variant(cfg, spec, use_ep=True, use_pp=True)
+
+
+@register_model('epnet')
+def _epnet(cfg, spec):
+  return _pepnet_variant(cfg, spec, use_ep=True, use_pp=False)
+
+
+@register_model('ppnet')
+def _ppnet(cfg, spec):
+  return _pepnet_variant(cfg, spec, use_ep=False, use_pp=True)
+
+
+@register_model('apg')
+def _apg(cfg, spec):
+  if cfg.apg_condition not in APG_CONDITIONS:
+    raise ValueError(f'unknown model.apg_condition {cfg.apg_condition!r}; '
+                     f'choose one of {APG_CONDITIONS}')
+  if int(cfg.apg_overparam) < 0:
+    raise ValueError(f'model.apg_overparam must be >= 0 (0 = off), got {cfg.apg_overparam}')
+  return APG(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim'), condition=cfg.apg_condition,
+             rank=_positive_ints(cfg, 'apg_rank')['apg_rank'], overparam=int(cfg.apg_overparam),
+             generate_bias=bool(cfg.apg_generate_bias),
+             generator_hidden=_widths(cfg, 'apg_generator_hidden'), **_common(cfg))
+
+
+@register_model('hamur')
+def _hamur(cfg, spec):
+  n = _positive_ints(cfg, 'hamur_adapters', 'hamur_adapter_dim', 'hamur_rank')
+  common = _common(cfg)
+  if n['hamur_adapters'] > len(common['hidden']):
+    raise ValueError(f'model.hamur_adapters={n["hamur_adapters"]} exceeds the '
+                     f'{len(common["hidden"])} hidden layers of model.hidden')
+  return HAMUR(spec=spec, adapter_dim=n['hamur_adapter_dim'], rank=n['hamur_rank'],
+               num_adapters=n['hamur_adapters'], hyper_hidden=_widths(cfg, 'hamur_hyper_hidden'),
+               pn_momentum=_pn_momentum(cfg), scenario_matmul=_scenario_matmul(cfg), **common)
 
 
 def build_model(model_config, spec: FeatureSpec) -> nn.Module:

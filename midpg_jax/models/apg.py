@@ -1,0 +1,129 @@
+"""APG: adaptive parameter generation.
+
+Yan et al. "APG: Adaptive Parameter Generation Network for Click-Through Rate Prediction",
+NeurIPS 2022.
+
+Every hidden layer's weight is generated per instance from a condition z, in the paper's
+low-rank, shared-factor form W(z) = U S(z) V with U (d_in, K) and V (K, d_out) shared and only the
+K x K core S(z) generated. The forward pass is decomposed, h W(z) = ((h U) S(z)) V, so no
+(d_in, d_out) weight is ever built per example (nor per batch). Options, as in the paper:
+
+* condition (`apg_condition`): 'scenario' (group-wise: the scenario embedding; S cores per
+  batch), 'mixed' (mix-wise: the scenario embedding and the feature embeddings), 'self'
+  (self-wise: the layer's own input h).
+* over-parameterisation (`apg_overparam` = P > 0): U = U_l U_r (d_in x P, P x K) and V = V_l V_r
+  (K x P, P x d_out) while training; `merge_overparam` folds them into U and V afterwards, giving
+  the same outputs at the plain model's cost.
+* generated bias (`apg_generate_bias`): b(z) from the generator's hidden state, added to b.
+
+[our choices] Each layer has its own generator MLP; S(z) = I + g(z) / sqrt(K)
+(`scenario_ops.generated_core`); the output layer is a plain dense layer.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from midpg_jax.data.schema import FeatureSpec
+from midpg_jax.models.layers import MLP, FeatureEmbedding, ScenarioEmbedding, activation
+from midpg_jax.models.scenario_ops import generated_core
+
+APG_CONDITIONS = ('scenario', 'mixed', 'self')
+
+
+class APGDense(nn.Module):
+  """h -> ((h U) S(z)) V + b [+ b(z)]; z (N, d_z) with N = B, or N = S and `index` (B,) into it."""
+
+  features: int
+  rank: int
+  overparam: int = 0
+  generate_bias: bool = False
+  generator_hidden: Sequence[int] = (64,)
+  act: str = 'relu'
+
+  def _factor(self, name: str, shape: tuple[int, int]) -> jax.Array:
+    """A shared factor, over-parameterised as a product of two matrices when overparam > 0."""
+    if not self.overparam:
+      return self.param(name, nn.initializers.lecun_normal(), shape)
+    left = self.param(f'{name}_left', nn.initializers.lecun_normal(), (shape[0], self.overparam))
+    right = self.param(f'{name}_right', nn.initializers.lecun_normal(), (self.overparam, shape[1]))
+    return left @ right
+
+  @nn.compact
+  def __call__(self, h: jax.Array, z: jax.Array, index: jax.Array | None = None) -> jax.Array:
+    u = self._factor('U', (h.shape[-1], self.rank))
+    v = self._factor('V', (self.rank, self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    g = MLP(tuple(self.generator_hidden), self.act, name='generator')(z)
+    core = generated_core(nn.Dense(self.rank * self.rank, name='core')(g), self.rank)  # (N,K,K)
+    if index is not None:
+      core = core[index]  # (B, K, K): small, K x K per row
+    out = jnp.einsum('bk,bkj->bj', h @ u, core) @ v + bias
+    if self.generate_bias:
+      b = nn.Dense(self.features, name='generated_bias')(g)
+      out = out + (b if index is None else b[index])
+    return out
+
+
+class APG(nn.Module):
+  spec: FeatureSpec
+  hidden: Sequence[int] = (256, 128, 64)
+  embed_dim: int = 16
+  act: str = 'relu'
+  dropout: float = 0.0
+  scenario_embed_dim: int = 16
+  condition: str = 'scenario'
+  rank: int = 32
+  overparam: int = 0
+  generate_bias: bool = False
+  generator_hidden: Sequence[int] = (64,)
+
+  @nn.compact
+  def __call__(self, batch, train: bool = False):
+    if self.condition not in APG_CONDITIONS:
+      raise ValueError(f'unknown model.apg_condition {self.condition!r}; '
+                       f'choose one of {APG_CONDITIONS}')
+    num_scen = self.spec.num_scenarios
+    x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)
+    scenario = jnp.asarray(batch['scenario'], jnp.int32)
+    scen_embed = ScenarioEmbedding(num_scen, self.scenario_embed_dim, name='scenario_embed')
+    index = None
+    if self.condition == 'scenario':
+      z, index = scen_embed(jnp.arange(num_scen)), scenario  # one core per scenario
+    elif self.condition == 'mixed':
+      z = jnp.concatenate([scen_embed(scenario), x], axis=-1)
+    h = x
+    for l, width in enumerate(self.hidden):
+      layer = APGDense(width, self.rank, self.overparam, self.generate_bias,
+                       tuple(self.generator_hidden), self.act, name=f'apg_{l}')
+      h_in = h
+      if self.condition == 'self':
+        # Self-wise needs the scenario too (every model takes it): it joins the first input.
+        h_in = jnp.concatenate([scen_embed(scenario), h], axis=-1) if l == 0 else h
+        z = h_in
+      h = activation(self.act)(layer(h_in, z, index))
+      if self.dropout > 0:
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    return {'logits': nn.Dense(1, name='output')(h)[:, 0]}
+
+
+def merge_overparam(params):
+  """Params of an over-parameterised APG folded into those of the plain one (apg_overparam=0).
+
+  Every `X_left`, `X_right` pair becomes X = X_left @ X_right; the merged model computes the same
+  outputs with d_in K + K d_out shared weights per layer instead of (d_in + K) P + P (K + d_out).
+  """
+  if not isinstance(params, dict):
+    return params
+  merged = {}
+  for key, value in params.items():
+    if key.endswith('_left'):
+      base = key[:-len('_left')]
+      merged[base] = value @ params[f'{base}_right']
+    elif not key.endswith('_right'):
+      merged[key] = merge_overparam(value)
+  return merged
