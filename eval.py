@@ -5,6 +5,9 @@
 
 Writes <workdir>/eval_<split>.json and, if asked, one CSV row per example
 (row, scenario, label, prediction[, true_prob]).
+
+The checkpoint is restored onto the mesh of --config.mesh.shape, whatever mesh trained it; the
+multi-process flags are train.py's (each process scores its share; process 0 writes).
 """
 
 import json
@@ -17,7 +20,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 import numpy as np  # noqa: E402
 
-from midpg_jax import evaluation, metrics  # noqa: E402
+from midpg_jax import evaluation, metrics, partitioning  # noqa: E402
 from midpg_jax.errors import USER_ERRORS  # noqa: E402
 
 config_flags.DEFINE_config_file('config', 'configs/default.py', 'The config the run was trained '
@@ -26,6 +29,7 @@ flags.DEFINE_string('workdir', 'runs/default', 'The training run to evaluate.')
 flags.DEFINE_string('split', 'test', 'Which split to score: train, validation or test.')
 flags.DEFINE_string('predictions', None, 'Optional CSV path for per-example predictions.')
 flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint to restore.')
+partitioning.define_flags()
 
 
 def main(argv):
@@ -33,10 +37,15 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
   try:
+    partitioning.initialize_from_flags()  # before anything touches a device
+    if not partitioning.is_main_process():
+      logging.set_verbosity(logging.ERROR)
     result, probs, dataset, meta = evaluation.evaluate_checkpoint(f.config, f.workdir, f.split,
                                                                   f.checkpoint)
   except USER_ERRORS as e:
     sys.exit(f'error: {e}')
+  if not partitioning.is_main_process():
+    return
   print(metrics.format_table(result, f'{f.config.model.name} - {f.checkpoint} checkpoint (step '
                                      f'{meta.get("best_step")}) on {f.split}'))
   out = os.path.join(f.workdir, f'eval_{f.split}.json')

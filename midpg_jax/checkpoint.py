@@ -7,6 +7,11 @@ Layout in the workdir:
 
 Orbax writes each checkpoint to a temporary folder and renames it when complete, so an
 interrupted or failed save never damages the previous checkpoint.
+
+Checkpoints are independent of the mesh: every process writes the shards it owns (the workdir
+must be on a filesystem all hosts share), and `restore` reads each array straight into the
+shardings of the *target* (the current mesh's), so a state saved on 8 devices restores on 1, or on
+another (data, model) shape, and training continues identically.
 """
 
 from __future__ import annotations
@@ -22,6 +27,15 @@ KINDS = ('latest', 'best')
 
 class CheckpointError(RuntimeError):
   """A checkpoint is missing, unreadable or does not fit the configured model."""
+
+
+def _restore_target(x: Any) -> Any:
+  """A leaf of the restore target: shape, dtype and the sharding to read it into."""
+  if (isinstance(x, jax.ShapeDtypeStruct) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)):
+    # Typed PRNG keys are stored as their key data (orbax keeps the key type in the metadata).
+    data = jax.eval_shape(jax.random.key_data, x)
+    return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=x.sharding)
+  return ocp.utils.to_shape_dtype_struct(x)
 
 
 class Checkpointer:
@@ -45,13 +59,17 @@ class Checkpointer:
                                       meta=ocp.args.JsonSave(meta)), force=True)
 
   def restore(self, kind: str, abstract_state: Any) -> tuple[Any, dict]:
-    """Restores onto the structure (and shardings) of `abstract_state`."""
+    """Restores onto the structure and shardings of `abstract_state`.
+
+    `abstract_state` is a state of jax.Arrays (its shardings are the targets) or of
+    jax.ShapeDtypeStructs carrying `sharding` (e.g. `Partitioner.abstract_state`).
+    """
     step = self.latest_step(kind)
     path = os.path.join(self.directory, kind)
     if step is None:
       raise CheckpointError(f'no {kind} checkpoint in {path}: train first '
                             f'(python train.py --config ... --workdir {os.path.dirname(self.directory)})')
-    target = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    target = jax.tree_util.tree_map(_restore_target, abstract_state)
     try:
       restored = self._managers[kind].restore(
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
