@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   # name -> ((config path, value), ...): config paths have dots, which ConfigDict keys cannot.
   b.variants = ml_collections.ConfigDict(
       {k: tuple({'model.name': 'midpg', **o}.items()) for k, o in v.items()})
+  b.seeds = (0, 1)
   b.heterogeneity_sweep = ()
   b.output_dir = 'runs/bench_ablation'
   return b

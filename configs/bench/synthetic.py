@@ -35,8 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
   b.models = MODELS
   b.seeds = (0, 1, 2)
   b.variants = ml_collections.ConfigDict()  # name -> ((config.path, value), ...); ablation.py
-  b.heterogeneity_sweep = (0.0, 0.5, 1.0, 2.0)
-  b.sweep_models = ('shared_bottom', 'star', 'apg', 'midpg')
+  b.heterogeneity_sweep = (0.0, 1.0, 2.0)
+  b.sweep_models = ('shared_bottom', 'star', 'midpg')
   b.sweep_seeds = (0,)
   b.output_dir = 'runs/bench_synthetic'
   return b
