@@ -161,10 +161,12 @@ def _plot_scenarios(summary, scenario_names, path):
   x = np.arange(len(groups))
   width = 0.8 / max(len(models), 1)
   fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(groups) + 0.3 * len(models)), 4.5))
+  colors = plt.cm.tab20(np.arange(len(models)) % 20)  # tab10 repeats colours past 10 models
   for i, m in enumerate(models):
     means = [summary[m][f'{g}/auc'][0] for g in groups]
     stds = [summary[m][f'{g}/auc'][1] for g in groups]
-    ax.bar(x + (i - (len(models) - 1) / 2) * width, means, width, yerr=stds, label=m, capsize=2)
+    ax.bar(x + (i - (len(models) - 1) / 2) * width, means, width, yerr=stds, label=m, capsize=2,
+           color=colors[i])
   oracle = [summary[models[0]].get(f'{g}/oracle_auc', (math.nan,))[0] for g in groups]
   if not all(math.isnan(o) for o in oracle):
     ax.scatter(x, oracle, marker='_', s=2000 * 0.8, color='black', zorder=3, label='oracle')
