@@ -1,7 +1,8 @@
 # Two commands set everything up on a fresh machine:
 #   make train   creates .venv if missing, installs requirements.txt, trains MI-DPG on the
 #                built-in synthetic dataset and prints the per-scenario table
-#   make test    same environment, runs the test suite
+#   make test    same environment, runs the test suite (the environment includes
+#                requirements-bench.txt: torch, for the PyTorch parity tests and bench.py)
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -10,10 +11,11 @@ CONFIG ?= configs/default.py
 
 .PHONY: train test eval clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-bench.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements-bench.txt
 	touch $@
 
 train: $(VENV)/.installed

@@ -2,6 +2,11 @@
 
 `train_step(state, batch) -> (state, metrics)` and `predict_step(state, batch) -> probs` are pure
 functions of pytrees, jitted once by the trainer (and later sharded by the partitioner).
+
+`train.sparse_embeddings=True` makes `make_optimizer` return a `sparse_optim.RowSparseOptimizer`:
+large embedding tables are then updated only on the rows of the batch (lazy Adam; see
+`midpg_jax/sparse_optim.py`), and `make_train_step` builds the matching step. The state stays one
+pytree and the step stays pure.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from midpg_jax import objective
+from midpg_jax import objective, sparse_optim
 
 # Columns a model consumes; everything else in a batch (e.g. the synthetic `prob`) stays on host.
 MODEL_INPUTS = ('cat', 'dense', 'scenario', 'label', 'weight', 'multi')
@@ -33,7 +38,8 @@ def model_inputs(batch: dict) -> dict:
   return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
 
 
-def make_optimizer(train_cfg, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(train_cfg, total_steps: int
+                   ) -> optax.GradientTransformation | sparse_optim.RowSparseOptimizer:
   lr = float(train_cfg.learning_rate)
   if lr <= 0:
     raise ValueError(f'train.learning_rate must be positive, got {lr}')
@@ -58,6 +64,9 @@ def make_optimizer(train_cfg, total_steps: int) -> optax.GradientTransformation:
   else:
     raise ValueError(f"unknown train.optimizer {train_cfg.optimizer!r}; choose 'adam', "
                      "'adagrad' or 'sgd'")
+  if train_cfg.get('sparse_embeddings', False):
+    # Clipping is applied by the sparse step over both parts (the global norm stays exact).
+    return sparse_optim.make_row_sparse(train_cfg, schedule, tx)
   if train_cfg.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(float(train_cfg.grad_clip_norm)), tx)
   return tx
@@ -89,8 +98,10 @@ def _apply(model, state_params, model_state, batch, train, rngs=None):
   return result if mutable else (result, model_state)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    mi_weight: float) -> Callable:
+def make_train_step(model: nn.Module, tx, mi_weight: float) -> Callable:
+  if isinstance(tx, sparse_optim.RowSparseOptimizer):
+    return sparse_optim.make_sparse_train_step(model, tx, mi_weight, _apply, objective.loss_fn)
+
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng, dropout_rng = jax.random.split(state.rng)
 

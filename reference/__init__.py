@@ -1,0 +1,1 @@
+"""Reference implementations outside the JAX package, for parity tests and benchmarks only."""
