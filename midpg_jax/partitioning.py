@@ -350,14 +350,17 @@ class Partitioner:
         shardings)
 
   # -- steps ------------------------------------------------------------------------------------
-  def _donate(self) -> tuple[int, ...]:
-    # Donation lets XLA update the state in place on accelerators; on CPU it slowed steps down.
-    return () if jax.default_backend() == 'cpu' else (0,)
+  def _donate(self, force: bool) -> tuple[int, ...]:
+    # Donation lets XLA update the state in place. On CPU it slowed dense steps down, but the
+    # row-sparse optimizer needs it (`force`): without it every step copies the whole tables and
+    # the step time grows with the vocabulary again (bench.py --vocab-sweep).
+    return (0,) if force or jax.default_backend() != 'cpu' else ()
 
-  def jit_train_step(self, train_step: Callable, state_shardings) -> Callable:
+  def jit_train_step(self, train_step: Callable, state_shardings,
+                     donate_state: bool = False) -> Callable:
     return jax.jit(train_step, in_shardings=(state_shardings, self.batch_sharding),
                    out_shardings=(state_shardings, self.replicated),
-                   donate_argnums=self._donate())
+                   donate_argnums=self._donate(donate_state))
 
   def jit_predict_step(self, predict_step: Callable, state_shardings) -> Callable:
     return jax.jit(predict_step, in_shardings=(state_shardings, self.batch_sharding),

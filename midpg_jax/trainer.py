@@ -161,7 +161,8 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
 
   n_params = count_params(state.params)
   train_step = partitioner.jit_train_step(
-      make_train_step(model, tx, float(config.model.get('mi_weight', 0.0))), shardings)
+      make_train_step(model, tx, float(config.model.get('mi_weight', 0.0))), shardings,
+      donate_state=bool(tcfg.get('sparse_embeddings', False)))
   predict_step = partitioner.jit_predict_step(make_predict_step(model), shardings)
   jsonl = _JsonlWriter(os.path.join(workdir, 'metrics.jsonl'), enabled=main)
   if main:

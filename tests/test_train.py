@@ -114,3 +114,19 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   c.train.learning_rate = 1e-3
   result, *_ = evaluation.evaluate_checkpoint(c, str(tmp_path), 'test', kind='latest')
   assert np.isfinite(result['overall']['auc'])
+
+
+def test_row_sparse_embeddings_with_donated_state_train_and_resume_exactly(tmp_path):
+  """The sparse path donates the state to the step (even on CPU): checkpoints, evaluation and
+  resuming must still see valid buffers and give the uninterrupted result."""
+  c = small_config()
+  c.train.num_epochs = 1
+  c.train.sparse_embeddings = True
+  c.train.eval_every_steps = 30
+  full = trainer.train_and_evaluate(c, str(tmp_path / 'full'))
+  assert trainer.train_and_evaluate(c, str(tmp_path / 'cut'), stop_after_steps=50) == {
+      'interrupted_at': 50}
+  resumed = trainer.train_and_evaluate(c, str(tmp_path / 'cut'))
+  assert full['test']['overall']['auc'] > 0.5  # learns (one short epoch)
+  np.testing.assert_allclose(resumed['test']['overall']['auc'], full['test']['overall']['auc'],
+                             rtol=1e-6)
