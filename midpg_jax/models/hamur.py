@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from midpg_jax.data.schema import FeatureSpec
-from midpg_jax.models.layers import MLP, FeatureEmbedding, activation
-from midpg_jax.models.scenario_ops import (Routing, ScenarioDense, generated_core, make_routing,
+from midpg_jax.models.layers import MLP, activation
+from midpg_jax.models.scenario_ops import (Routing, ScenarioDense, generated_core, embed_and_route,
                                            per_row, scenario_matmul, stacked_lecun)
 from midpg_jax.models.star import PartitionedNorm
 
@@ -65,9 +65,7 @@ class HAMUR(nn.Module):
   def __call__(self, batch, train: bool = False):
     num_scen = self.spec.num_scenarios
     act = activation(self.act)
-    x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)
-    routing = make_routing(batch['scenario'], num_scen, self.scenario_matmul)
-    x = routing.take(x)
+    x, routing = embed_and_route(self, batch)
     g = MLP(tuple(self.hyper_hidden), self.act, name='hyper_network')(x)
     raw = nn.Dense(self.num_adapters * self.rank * self.rank, name='hyper_out')(g)
     cores = generated_core(raw.reshape(x.shape[0], self.num_adapters, -1), self.rank)

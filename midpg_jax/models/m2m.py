@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from midpg_jax.data.schema import FeatureSpec
-from midpg_jax.models.layers import MLP, FeatureEmbedding, ScenarioEmbedding, activation
-from midpg_jax.models.scenario_ops import (ParallelMLP, Routing, make_routing, per_row,
+from midpg_jax.models.layers import MLP, ScenarioEmbedding, activation
+from midpg_jax.models.scenario_ops import (ParallelMLP, Routing, embed_and_route, per_row,
                                            scenario_matmul, split_hidden)
 
 
@@ -66,9 +66,7 @@ class M2M(nn.Module):
   def __call__(self, batch, train: bool = False):
     num_scen = self.spec.num_scenarios
     act = activation(self.act)
-    x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)
-    routing = make_routing(batch['scenario'], num_scen, self.scenario_matmul)
-    x = routing.take(x)
+    x, routing = embed_and_route(self, batch)
     scen = ScenarioEmbedding(num_scen, self.scenario_embed_dim, name='scenario_embed')(
         jnp.arange(num_scen))
     z = MLP((self.scenario_embed_dim,), self.act, name='scenario_knowledge')(scen)  # (S, d_z)

@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 
 from midpg_jax.data.schema import FeatureSpec
-from midpg_jax.models.layers import FeatureEmbedding, activation
+from midpg_jax.models.layers import activation
 from midpg_jax.models.scenario_ops import (ParallelMLP, ScenarioDense, ScenarioGate, ScenarioMLP,
-                                           make_routing, split_hidden, stacked_lecun)
+                                           embed_and_route, split_hidden, stacked_lecun)
 
 
 class MMoE(nn.Module):
@@ -42,9 +42,7 @@ class MMoE(nn.Module):
   @nn.compact
   def __call__(self, batch, train: bool = False):
     num_scen = self.spec.num_scenarios
-    x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)
-    routing = make_routing(batch['scenario'], num_scen, self.scenario_matmul)
-    x = routing.take(x)
+    x, routing = embed_and_route(self, batch)
     bottom, top = split_hidden(self.hidden)
     experts = ParallelMLP(self.num_experts, bottom, self.act, self.dropout,
                           name='experts')(x, train)  # (B, K, d)
@@ -84,9 +82,7 @@ class PLE(nn.Module):
   @nn.compact
   def __call__(self, batch, train: bool = False):
     num_scen, m, n = self.spec.num_scenarios, self.specific_experts, self.num_experts
-    x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)
-    routing = make_routing(batch['scenario'], num_scen, self.scenario_matmul)
-    x = routing.take(x)
+    x, routing = embed_and_route(self, batch)
     levels, top = split_hidden(self.hidden)
     act = activation(self.act)
     paths = jnp.broadcast_to(x[:, None], (x.shape[0], num_scen, x.shape[-1]))  # (B, S, d)
@@ -150,9 +146,7 @@ class HMoE(nn.Module):
   @nn.compact
   def __call__(self, batch, train: bool = False):
     num_scen = self.spec.num_scenarios
-    x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)
-    routing = make_routing(batch['scenario'], num_scen, self.scenario_matmul)
-    x = routing.take(x)
+    x, routing = embed_and_route(self, batch)
     bottom, top = split_hidden(self.hidden)
     experts = ParallelMLP(self.num_experts, bottom, self.act, self.dropout,
                           name='experts')(x, train)  # (B, K, d)

@@ -31,8 +31,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from midpg_jax.data.schema import FeatureSpec
-from midpg_jax.models.layers import MLP, FeatureEmbedding
-from midpg_jax.models.scenario_ops import (ParallelMLP, ScenarioGate, ScenarioMLP, make_routing,
+from midpg_jax.models.layers import MLP
+from midpg_jax.models.scenario_ops import (ParallelMLP, ScenarioGate, ScenarioMLP, embed_and_route,
                                            per_row, split_hidden)
 
 
@@ -49,9 +49,7 @@ class SARNet(nn.Module):
   @nn.compact
   def __call__(self, batch, train: bool = False):
     num_scen = self.spec.num_scenarios
-    x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)
-    routing = make_routing(batch['scenario'], num_scen, self.scenario_matmul)
-    x = routing.take(x)
+    x, routing = embed_and_route(self, batch)
     d = x.shape[-1]
     w = self.param('transform_scale', nn.initializers.ones, (num_scen, d))
     b = self.param('transform_bias', nn.initializers.zeros, (num_scen, d))

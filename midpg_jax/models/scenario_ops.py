@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from midpg_jax.models.layers import activation, scenario_counts
+from midpg_jax.models.layers import FeatureEmbedding, activation, scenario_counts
 
 ROUTINGS = ('ragged', 'onehot')
 
@@ -48,6 +48,14 @@ class Routing(NamedTuple):
 
   def one_hot(self, dtype=jnp.float32) -> jax.Array:
     return jax.nn.one_hot(self.scenario, self.num_scenarios, dtype=dtype)  # (B, S)
+
+
+def embed_and_route(model: nn.Module, batch) -> tuple[jax.Array, 'Routing']:
+  """The zoo models' common start, called inside their compact `__call__`: embeds the features
+  (submodule 'features') and routes the rows. Returns x (B, d_0) in the model's row order."""
+  x, _ = FeatureEmbedding(model.spec, model.embed_dim, name='features')(batch)
+  routing = make_routing(batch['scenario'], model.spec.num_scenarios, model.scenario_matmul)
+  return routing.take(x), routing
 
 
 def make_routing(scenario: jax.Array, num_scenarios: int, method: str) -> Routing:

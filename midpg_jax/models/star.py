@@ -29,8 +29,8 @@ import jax
 import jax.numpy as jnp
 
 from midpg_jax.data.schema import FeatureSpec
-from midpg_jax.models.layers import MLP, FeatureEmbedding, ScenarioEmbedding, activation
-from midpg_jax.models.scenario_ops import Routing, make_routing, per_row, scenario_matmul
+from midpg_jax.models.layers import MLP, ScenarioEmbedding, activation
+from midpg_jax.models.scenario_ops import Routing, embed_and_route, per_row, scenario_matmul
 
 
 class PartitionedNorm(nn.Module):
@@ -98,10 +98,8 @@ class STAR(nn.Module):
   @nn.compact
   def __call__(self, batch, train: bool = False):
     num_scen = self.spec.num_scenarios
-    x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)
-    routing = make_routing(batch['scenario'], num_scen, self.scenario_matmul)
-    h = PartitionedNorm(num_scen, self.pn_momentum, name='partitioned_norm')(
-        routing.take(x), routing, train)
+    x, routing = embed_and_route(self, batch)
+    h = PartitionedNorm(num_scen, self.pn_momentum, name='partitioned_norm')(x, routing, train)
     for l, width in enumerate(self.hidden):
       h = activation(self.act)(StarDense(width, num_scen, name=f'star_{l}')(h, routing))
       if self.dropout > 0:
