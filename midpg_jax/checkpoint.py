@@ -22,11 +22,9 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from midpg_jax.errors import CheckpointError  # noqa: F401  (re-exported: raised here)
+
 KINDS = ('latest', 'best')
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint is missing, unreadable or does not fit the configured model."""
 
 
 def _restore_target(x: Any) -> Any:

@@ -1,13 +1,34 @@
-"""Errors a user can cause (bad config, bad data, missing or corrupt checkpoint, diverged run).
+"""Errors a user can cause, as one family: `UserError`.
 
-Command-line entry points print these as one clear line instead of a traceback.
+Command-line entry points print a `UserError` as one clear line (`error: ...`) instead of a
+traceback. Anything else, a `ValueError` or `KeyError` raised inside our own code included, is a
+bug of ours and keeps its traceback. Raise the most specific subclass below for a user's mistake.
+
+The subclasses also derive from the builtin a caller would expect (`ValueError` for a bad value,
+`RuntimeError` for a checkpoint), so `except ValueError` in user code keeps working.
 """
 
-from midpg_jax.checkpoint import CheckpointError
+
+class UserError(Exception):
+  """A mistake the user can fix: the message names what is wrong and how to fix it."""
 
 
-class NonFiniteLossError(FloatingPointError):
+class ConfigError(UserError, ValueError):
+  """A bad config value, an unknown or misspelled config key, model or dataset name."""
+
+
+class DataError(UserError, ValueError):
+  """Bad or missing input data; the message names the file (and line and column where known)."""
+
+
+class CheckpointError(UserError, RuntimeError):
+  """A checkpoint is missing, unreadable or does not fit the configured model."""
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
   """The training loss became NaN or inf."""
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, CheckpointError, NonFiniteLossError)
+# Transitional: entry points still catch ValueError/KeyError until every user-facing raise is one
+# of the classes above (issue 11); then this becomes just (UserError,).
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, KeyError)

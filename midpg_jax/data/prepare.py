@@ -57,6 +57,7 @@ import pyarrow.json as pajson
 from tqdm.auto import tqdm
 
 from midpg_jax.data.schema import Columns, FeatureSpec
+from midpg_jax.errors import DataError  # noqa: F401  (re-exported: raised here)
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,6 @@ FORMAT_VERSION = 1
 SPLITS = ('train', 'validation', 'test')
 # Config keys that say where things are or how to show progress, not what the data is.
 _NOT_FINGERPRINTED = ('manual_dir', 'prepared_dir', 'progress', 'rebuild')
-
-
-class DataError(ValueError):
-  """Bad or missing input data; the message names the file (and line and column where known)."""
 
 
 def base_config(name: str, **fields) -> ml_collections.ConfigDict:
