@@ -63,9 +63,13 @@ def test_hand_written_pair_gives_identical_columns(split):
   np.testing.assert_array_equal(raw[aliccp_raw.LINE], lines[split])  # click 0 / buy 1 dropped
 
 
-def test_chunks_and_gzip_change_nothing(tmp_path):
+def test_chunks_and_gzip_change_nothing(tmp_path, monkeypatch):
   whole = read_raw(FIXTURE, 'train')
   np.testing.assert_equal(read_raw(FIXTURE, 'train', chunk_rows=2), whole)
+  monkeypatch.setattr(aliccp_raw, '_COMMON_BLOCK', 400)  # blocks of 1-2 keys, not all fields
+  aliccp_raw._cache.clear()
+  np.testing.assert_equal(read_raw(FIXTURE, 'train'), whole)
+  monkeypatch.undo()
   zipped = tmp_path / 'gz'
   zipped.mkdir()
   for part in ('train', 'test'):
@@ -112,7 +116,7 @@ K = 'ffffffffffffffffffffffffffffffff'
     ('sample_skeleton_train.csv', 4, '4,1,1,x,1',
      r'sample_skeleton_train\.csv, line 4: expected 6 comma-separated columns .* found 5'),
     ('sample_skeleton_train.csv', 6, f'6,0,0,{K},1,205\x021',
-     r"sample_skeleton_train\.csv, line 6: feature '205\\x021' is not field_id"),
+     r"sample_skeleton_train\.csv, line 6: the feature list '205\\x021' is not field_id"),
     ('sample_skeleton_train.csv', 7, f'7,1,0,{K},2,301\x02{9100017}\x031\x01205\x02ab\x031',
      r"sample_skeleton_train\.csv, line 7, feature id: 'ab' is not an integer"),
     ('sample_skeleton_train.csv', 9, f'9,0,0,{K},1,508\x02609\x03x',
@@ -133,6 +137,18 @@ def test_malformed_input_names_file_and_line(tmp_path, file, line, text, message
   raw = copy_fixture(tmp_path)
   edit_line(raw / file, line, text)
   with pytest.raises(DataError, match=message):
+    read_raw(raw, 'train')
+
+
+@pytest.mark.parametrize('features', [
+    '205\x021\x022\x031', '205\x021\x031\x01\x01206\x022\x031', '205\x021\x031\x01',
+    '205\x031\x021', '205\x021\x031\x00', '\x021\x031\x01205'])
+def test_malformed_feature_list_names_line(tmp_path, features):
+  raw = copy_fixture(tmp_path)
+  edit_line(raw / 'sample_skeleton_train.csv', 6,
+            f'6,0,0,37693cfc748049e45d87b8c7d8b9aacd,2,301\x029100232\x031\x01{features}')
+  with pytest.raises(DataError, match=r'sample_skeleton_train\.csv, line 6: the feature list '
+                     r".* is not field_id\\x02feature_id\\x03value items joined by \\x01"):
     read_raw(raw, 'train')
 
 
