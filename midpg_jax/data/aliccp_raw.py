@@ -1,41 +1,46 @@
-"""Ali-CCP as released on Tianchi (sample_skeleton + common_features), read as Scenario-Wise-Rec
-CSV columns, streaming.
+"""Ali-CCP as released on Tianchi (sample_skeleton + common_features), streamed as the columns of
+the Scenario-Wise-Rec (SWR) CSV form that `aliccp.py` reads.
 
 The release (https://tianchi.aliyun.com/dataset/408) has two files per split, without header:
 
   sample_skeleton_{train,test}.csv   sample_id,click,purchase,common_feature_index,feature_num,
-                                     feature_list            (one line per impression, ~42M train)
+                                     feature_list        (one line per impression)
   common_features_{train,test}.csv   common_feature_index,feature_num,feature_list
-                                     (one line per key, the user-side features shared by many
-                                     impressions; ~730k keys per split, ~500 features per line)
+                                     (one line per key: the user-side features that many
+                                     impressions share)
 
-A feature_list is `field_id \\x02 feature_id \\x03 value` items joined by `\\x01`. A field may occur
-several times on a line (the user-behaviour fields 109_14, 110_14, 127_14 and 150_14 hold hundreds).
+A feature_list is `field_id \\x02 feature_id \\x03 value` items joined by `\\x01`; a field may
+occur several times on a line (the behaviour fields 109_14, 110_14, 127_14, 150_14 hold many).
+Public preprocessing scripts report ~42M training impressions, ~730k keys per split and ~500
+items per common line.
 
-`iter_raw_aliccp` turns them into exactly the columns of Scenario-Wise-Rec's
-`scripts/data/ali-ccp/preprocess_ali_ccp.py` join step (the CSV header of `aliccp.py`), with its
-choices, which we follow so that both forms of the data give the same model inputs:
-* kept fields: `SPARSE_FIELDS` as integer ids (column = field id) and the values of
-  `DENSE_FIELDS` as floats (column 'D' + field id); every other field is dropped;
-* a field occurring several times on one line: the LAST occurrence gives id and value (SWR
-  overwrites a dict entry per item); a field present in both files: the common features win (SWR
-  updates the skeleton's dict with the common one); a field absent from both: 0 (id and value);
-* impressions with click 0 and purchase 1 are dropped (SWR drops them: a conversion without click);
-* field 301 (the scenario) becomes 1, 2, 3: SWR re-indexes every field by first appearance in the
-  training split; for 301 we do the same (its three feature ids, in order of first appearance in
-  the training skeleton's kept rows). Other ids stay the release's feature ids: SWR's re-indexing
-  of them is a relabelling (plus rare ids -> 0) that preparation's own vocabulary and `min_count`
-  (SWR uses 10) redo. Dense values stay unscaled: SWR min-max scales them, which preparation's
-  'standard' or 'minmax' scaling undoes (both are invariant to a positive affine map).
-* splits: 'train' is the training files; 'validation' and 'test' are the two halves of the test
-  files (SWR splits them 50/50 at random), chosen by a fixed hash of sample_id, so a row's split
-  does not depend on chunking or file order (not SWR's exact rows: its split needs the whole file).
+`iter_raw_aliccp` yields the columns that SWR's scripts/data/ali-ccp/preprocess_ali_ccp.py writes
+at its join step, with its rules, so both forms give the same model inputs up to a renumbering
+of ids:
+* kept: the ids of `SPARSE_FIELDS` (column = field id, int64) and the values of `DENSE_FIELDS`
+  (column 'D' + field id, float64); other fields are dropped;
+* a field several times on a line: its LAST item gives id and value (SWR overwrites a dict entry
+  per item); a field in both files: the common features win (SWR updates the skeleton's dict with
+  the common one); a field in neither: 0 (id and value);
+* impressions with click 0 and purchase 1 are dropped (as SWR does);
+* field 301 (the scenario) becomes 1, 2, 3, SWR's numbering: first appearance in the training
+  skeleton's kept rows (SWR numbers every field so). Other ids stay the release's: SWR's
+  renumbering of them is a relabelling that preparation redoes with its own vocabulary (SWR
+  maps ids seen < 10 times in training to 0, as `min_count=10` does, but also its missing 0; here
+  a missing field stays its own id 0). Dense values stay unscaled: SWR min-max scales
+  them, which preparation's 'standard' or 'minmax' scaling cancels (invariant to x -> a x + b).
+* splits: 'train' is the train files; 'validation' and 'test' are halves of the test files (SWR
+  splits them 50/50 at random) by a fixed hash of sample_id, so a row's split does not depend on
+  chunks or file order (SWR's own random rows would need the whole file in memory).
+A skeleton line whose common_feature_index is not in the split's common file is an error (SWR
+fails there too), as is any malformed line: DataError naming the file, line and problem.
 
-Memory: the common features of a split are held as a table: per key its kept fields (8 bytes per
-id, 8 per dense value, 1 per presence flag, only fields the file has; ~16 for the release) and
-the key itself in a dict, ~250 bytes per key: ~200 MB for a release split (730k keys), the last
-two tables cached so the two passes of preparation parse each 8 GB file once. Beyond that, memory
-is one chunk: it does not grow with the number of skeleton rows.
+Memory: a split's common features are held as a table: per key the fields the file has (8 bytes
+per id, 1 per presence flag, 8 per dense value) and the key in a dict; measured 292 bytes/key
+with 13 fields (300k generated keys), so ~210 MB for a 730k-key split, twice that while it is
+built; the last two tables are cached, so preparation's passes parse each multi-GB file once.
+Besides, one chunk (`chunk_rows` lines) and one 4 MB block of the common file: memory does not
+grow with the number of impressions.
 """
 
 from __future__ import annotations
@@ -47,9 +52,8 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-from tqdm.auto import tqdm
 
+from midpg_jax.data import feature_lists
 from midpg_jax.errors import DataError
 
 SPARSE_FIELDS = ('101', '121', '122', '124', '125', '126', '127', '128', '129', '205', '206',
@@ -76,15 +80,10 @@ is read from the same option instead when the folder holds that form.
 
 _SKELETON_COLUMNS = ('sample_id', 'click', 'purchase', 'key', 'feature_num', 'features')
 _COMMON_COLUMNS = ('key', 'feature_num', 'features')
-_INT_RE = '^[-+]?[0-9]+$'
-_COMMON_BLOCK = 1 << 24  # bytes parsed at a time: ~1400 common lines of the release
+_COMMON_BLOCK = 1 << 22  # bytes parsed at a time: ~350 common lines of the release
 _MIN_BLOCK = 1 << 20
-# A field id as a little-endian uint64 of its bytes, zero-padded (kept ids are <= 8 bytes).
-_FIELD_KEYS = np.array([int.from_bytes(f.encode(), 'little') for f in SPARSE_FIELDS], np.uint64)
-_FIELD_ORDER = np.argsort(_FIELD_KEYS)
-_DENSE_CODE = np.array([SPARSE_FIELDS.index(f) for f in DENSE_FIELDS])  # (D,) field codes
-_DENSE_SLOT = np.full(len(SPARSE_FIELDS), -1)  # field code -> row of the dense value array
-_DENSE_SLOT[_DENSE_CODE] = np.arange(len(DENSE_FIELDS))
+_FIELDS = feature_lists.FieldSet(SPARSE_FIELDS, DENSE_FIELDS)
+_DENSE_SLOT = _FIELDS.dense_slot  # field code -> row of the dense value array, or -1
 
 
 def _path(directory: str, stem: str) -> str | None:
@@ -108,179 +107,15 @@ def _require(directory: str, stem: str) -> str:
   return p
 
 
-def _batches(path: str, names, block_size: int, progress: bool):
-  """Yields (RecordBatch of string columns, line of its first row), streaming the file."""
-  bad_rows = []
-
-  def on_bad_row(row):  # called by pyarrow on a line with the wrong number of columns
-    bad_rows.append(row)
-    return 'error'
-
-  def parse_error(e: Exception) -> DataError:
-    if bad_rows:
-      return DataError(f'{path}, line {bad_rows[0].number}: expected {len(names)} comma-'
-                       f'separated columns ({",".join(names)}), found '
-                       f'{bad_rows[0].actual_columns}')
-    return DataError(f'{path}: cannot parse the file: {e}')
-
-  with open(path, 'rb') as raw, tqdm(total=os.path.getsize(path), unit='B', unit_scale=True,
-                                     leave=False, desc=os.path.basename(path),
-                                     disable=not progress, dynamic_ncols=True) as bar:
-    stream = pa.input_stream(raw, compression='gzip' if path.endswith('.gz') else None)
-    try:  # open_csv already parses the first block
-      reader = pacsv.open_csv(
-          stream, read_options=pacsv.ReadOptions(column_names=list(names),
-                                                 block_size=block_size,
-                                                 use_threads=False),  # exact row numbers
-          parse_options=pacsv.ParseOptions(quote_char=False, ignore_empty_lines=False,
-                                           invalid_row_handler=on_bad_row),
-          convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
-                                               strings_can_be_null=False))
-    except pa.ArrowInvalid as e:
-      raise parse_error(e) from None
-    line = 1
-    while True:
-      try:
-        batch = reader.read_next_batch()
-      except StopIteration:
-        return
-      except pa.ArrowInvalid as e:
-        raise parse_error(e) from None
-      bar.update(raw.tell() - bar.n)
-      yield batch, line
-      line += batch.num_rows
-
-
-def _integers(text: pa.Array, what: str, path: str, lines: np.ndarray) -> np.ndarray:
-  try:
-    return pc.cast(text, pa.int64()).to_numpy()
-  except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
-    ok = pc.match_substring_regex(text, _INT_RE).to_numpy(zero_copy_only=False)
-    if ok.all():  # digits only, so beyond the int64 range
-      raise DataError(f'{path}: {what} out of the 64-bit integer range ({e})') from None
-    i = int(np.argmin(ok))
-    raise DataError(f'{path}, line {lines[i]}, {what}: {text[i].as_py()!r} is not an '
-                    'integer') from None
-
-
-def _substrings(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
-  """A StringArray of the byte ranges [starts, ends) of `buf` (one vectorised gather)."""
-  lengths = ends - starts
-  offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-  at = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-  return pa.StringArray.from_buffers(len(starts), pa.py_buffer(offsets),
-                                     pa.py_buffer(buf[at].tobytes()))
-
-
-def _digits(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, path: str,
-            lines: np.ndarray) -> np.ndarray:
-  """The integers written in the byte ranges [starts, ends) of `buf`: (K,) int64.
-
-  Decimal digits are summed column by column (4x faster than building strings for
-  pyarrow); anything else (a sign, no digits, > 18 digits) goes through `_integers`.
-  """
-  width = ends - starts
-  if not len(width) or width.min() < 1 or width.max() > 18:
-    return _integers(_substrings(buf, starts, ends), 'feature id', path, lines)
-  value = np.zeros(len(width), np.int64)
-  last = len(buf) - 1
-  for j in range(int(width.max())):
-    inside = j < width
-    digit = buf[np.minimum(starts + j, last)].astype(np.int64) - 48
-    if ((digit < 0) | (digit > 9))[inside].any():
-      return _integers(_substrings(buf, starts, ends), 'feature id', path, lines)
-    value = np.where(inside, value * 10 + digit, value)
-  return value
-
-
-def _features(lists: pa.Array, path: str, lines: np.ndarray):
-  """Parses feature lists (one per row) into the kept fields, the last occurrence of each.
-
-  Returns ids (F, N) int64, present (F, N) bool and dense values (D, N) float64, with F =
-  len(SPARSE_FIELDS), D = len(DENSE_FIELDS) and 0 where a field is absent. Works on the bytes:
-  a release line has ~500 items of which ~16 are kept, so only those are converted.
-  """
-  n = len(lists)
-  offsets = np.frombuffer(lists.buffers()[1], np.int32)[lists.offset:lists.offset + n + 1]
-  data = lists.buffers()[2]
-  buf = np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]] if data else np.zeros(0, np.uint8)
-  off = (offsets - offsets[0]).astype(np.int64)
-  # Separators: within a row exactly 2 3 1 2 3 1 ... 2 3 (\x02 after the field, \x03 before the
-  # value, \x01 between items); anything else (or a \x00) is a malformed line.
-  pos = np.flatnonzero(buf <= 3)
-  sep = buf[pos]
-  bounds = np.searchsorted(pos, off)  # (N + 1,) index of each row's first separator
-  first, count = bounds[:-1], np.diff(bounds)  # (N,) and separators per row
-  row = np.repeat(np.arange(n), count)  # (S,) row of each separator
-  rank = np.arange(len(pos)) - first[row]
-  bad = np.zeros(n, bool)
-  bad[row[sep != np.array([2, 3, 1], np.uint8)[rank % 3]]] = True
-  bad |= (off[1:] > off[:-1]) & (count % 3 != 2)
-  if bad.any():
-    i = int(np.argmax(bad))
-    text = lists[i].as_py()
-    raise DataError(f'{path}, line {lines[i]}: the feature list {text[:80]!r}'
-                    f'{"..." if len(text) > 80 else ""} is not field_id\\x02feature_id\\x03value '
-                    'items joined by \\x01')
-  two = np.flatnonzero(sep == 2)  # one per item, in order: (I,)
-  item_row = row[two]
-  start = np.where(rank[two] == 0, off[item_row], pos[two - 1] + 1)
-  mid, end_sep = pos[two], two + 1  # field | mid | id | pos[end_sep] | value
-  row_end = rank[end_sep] == count[item_row] - 1  # the value runs to the end of the row
-  end = np.where(row_end, off[item_row + 1], pos[np.minimum(end_sep + 1, len(pos) - 1)])
-  # Field code of each item: its (<= 8) bytes as one uint64, looked up among the kept fields.
-  width = mid - start
-  padded = np.concatenate([buf, np.zeros(8, np.uint8)])
-  windows = np.ndarray((len(buf) + 1,), '<u8', padded, strides=(1,))  # 8 bytes from each byte
-  key = windows[start] & np.where(width < 8, (np.uint64(1) << (8 * np.minimum(width, 7)).astype(
-      np.uint64)) - np.uint64(1), ~np.uint64(0))
-  slot = _FIELD_ORDER[np.minimum(np.searchsorted(_FIELD_KEYS[_FIELD_ORDER], key),
-                                 len(_FIELD_KEYS) - 1)]
-  kept = (_FIELD_KEYS[slot] == key) & (width > 0) & (width <= 8)
-  items, code = np.flatnonzero(kept), slot[kept]
-  # The last item of each (row, field): the largest item index per (row, field) pair.
-  pair = item_row[items] * len(SPARSE_FIELDS) + code
-  latest = np.full(n * len(SPARSE_FIELDS), -1, np.int64)
-  np.maximum.at(latest, pair, np.arange(len(items)))
-  last = latest[latest >= 0]
-  items, code = items[last], code[last]
-  rows = item_row[items]
-  where = lines[rows]
-  ids = np.zeros((len(SPARSE_FIELDS), n), np.int64)
-  present = np.zeros((len(SPARSE_FIELDS), n), bool)
-  ids[code, rows] = _digits(buf, mid[items] + 1, pos[end_sep[items]], path, where)
-  present[code, rows] = True
-  values = np.zeros((len(DENSE_FIELDS), n), np.float64)
-  dense = _DENSE_SLOT[code] >= 0
-  text = _substrings(buf, pos[end_sep[items[dense]]] + 1, end[items[dense]])
-  try:
-    v = pc.cast(text, pa.float64()).to_numpy()
-  except pa.ArrowInvalid:
-    v = np.array([_float_or_nan(t) for t in text.to_pylist()])
-  if not np.isfinite(v).all():
-    i = int(np.argmin(np.isfinite(v)))
-    raise DataError(f'{path}, line {where[dense][i]}, field {SPARSE_FIELDS[code[dense][i]]!r}: '
-                    f'value {text[i].as_py()!r} is not a finite number')
-  values[_DENSE_SLOT[code[dense]], rows[dense]] = v
-  return ids, present, values
-
-
-def _float_or_nan(text: str) -> float:
-  try:
-    return float(text)
-  except ValueError:
-    return float('nan')
-
-
 class _CommonTable:
   """The kept fields of every key of a common_features file (see the module doc for its size)."""
 
   def __init__(self, path: str, progress: bool):
     keys, chunks = [], []  # chunks: (field codes it has, their ids, presence, dense values)
-    for batch, first in _batches(path, _COMMON_COLUMNS, _COMMON_BLOCK, progress):
+    for batch, first in feature_lists.read_blocks(path, _COMMON_COLUMNS, _COMMON_BLOCK, progress):
       lines = np.arange(first, first + batch.num_rows)
-      _integers(batch.column('feature_num'), 'feature_num', path, lines)
-      ids, present, values = _features(batch.column('features'), path, lines)
+      feature_lists.integers(batch.column('feature_num'), 'feature_num', path, lines)
+      ids, present, values = feature_lists.parse(batch.column('features'), _FIELDS, path, lines)
       has = np.flatnonzero(present.any(axis=1))  # only those: ~16 of 23 fields in the release
       chunks.append((has, ids[has], present[has], values[_DENSE_SLOT[has[_DENSE_SLOT[has] >= 0]]]))
       keys.extend(batch.column('key').to_pylist())
@@ -359,7 +194,7 @@ def _test_half(sample_id: np.ndarray) -> np.ndarray:
 def _skeleton_chunks(path: str, chunk_rows: int, progress: bool):
   """(batch, lines, ids, present, values, click, purchase) of the kept impressions."""
   block = max(_MIN_BLOCK, min(chunk_rows * 320, 1 << 28))  # release lines: ~300 bytes
-  for whole, first in _batches(path, _SKELETON_COLUMNS, block, progress):
+  for whole, first in feature_lists.read_blocks(path, _SKELETON_COLUMNS, block, progress):
     for start in range(0, whole.num_rows, chunk_rows):
       batch = whole.slice(start, chunk_rows)
       lines = np.arange(first + start, first + start + batch.num_rows)
@@ -368,7 +203,7 @@ def _skeleton_chunks(path: str, chunk_rows: int, progress: bool):
       if not keep.all():
         batch, lines = batch.filter(pa.array(keep)), lines[keep]
         click, purchase = click[keep], purchase[keep]
-      ids, present, values = _features(batch.column('features'), path, lines)
+      ids, present, values = feature_lists.parse(batch.column('features'), _FIELDS, path, lines)
       yield batch, lines, ids, present, values, click, purchase
 
 
@@ -388,7 +223,7 @@ def scenario_ids(directory: str, progress: bool = False) -> dict[int, int]:
   return codes
 
 
-def iter_raw_aliccp(directory: str, split: str, *, chunk_rows: int = 1 << 16,
+def iter_raw_aliccp(directory: str, split: str, *, chunk_rows: int = 1 << 15,
                     progress: bool = False) -> Iterator[tuple[dict[str, pa.Array], int]]:
   """Yields (columns, first line) per chunk of at most `chunk_rows` impressions of `split`.
 
@@ -407,8 +242,8 @@ def iter_raw_aliccp(directory: str, split: str, *, chunk_rows: int = 1 << 16,
   slot_301 = SPARSE_FIELDS.index(SCENARIO_FIELD)
   for batch, lines, ids, present, values, click, purchase in _skeleton_chunks(
       skeleton, chunk_rows, progress):
-    sample_id = _integers(batch.column('sample_id'), 'sample_id', skeleton, lines)
-    _integers(batch.column('feature_num'), 'feature_num', skeleton, lines)
+    sample_id = feature_lists.integers(batch.column('sample_id'), 'sample_id', skeleton, lines)
+    feature_lists.integers(batch.column('feature_num'), 'feature_num', skeleton, lines)
     if split != 'train':
       keep = _test_half(sample_id) == (split == 'test')
       batch, lines, click, purchase = batch.filter(pa.array(keep)), lines[keep], click[keep], \
