@@ -92,10 +92,23 @@ def test_generated_release_matches_line_by_line_rules(tmp_path, monkeypatch):
     assert len(raw['click']) > 50
 
 
+def test_line_by_line_rules_agree_with_hand_written_form(tmp_path):
+  """The statement of the rules the generated test relies on, checked against the hand."""
+  raw = copy_fixture(tmp_path)
+  make_raw_aliccp.write_swr(str(raw))
+  for name in SWR_NAME.values():
+    np.testing.assert_equal(read_swr(raw / f'ali_ccp_{name}.csv'),
+                            read_swr(FIXTURE / f'ali_ccp_{name}.csv'))
+
+
 def test_detects_the_release_form_only(tmp_path):
   assert aliccp_raw.detect_raw_release(str(FIXTURE))
   (tmp_path / 'ali_ccp_train.csv').write_text('click\n')
   assert not aliccp_raw.detect_raw_release(str(tmp_path))
+
+
+def test_scenario_ids_number_first_appearance_in_kept_training_rows():
+  assert aliccp_raw.scenario_ids(str(FIXTURE)) == {9100017: 1, 9100232: 2, 9100555: 3}
 
 
 def test_missing_scenario_field_is_swr_missing_value(tmp_path):
