@@ -110,8 +110,8 @@ def _digits(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, path: str,
             lines: np.ndarray) -> np.ndarray:
   """The integers written in the byte ranges [starts, ends) of `buf`: (K,) int64.
 
-  Decimal digits are summed column by column (4x faster than building strings for
-  pyarrow); anything else (a sign, no digits, > 18 digits) goes through `_integers`.
+  Decimal digits are summed column by column, which saves building strings for pyarrow;
+  anything else (a sign, no digits, > 18 digits) goes through `integers` and its errors.
   """
   width = ends - starts
   if not len(width) or width.min() < 1 or width.max() > 18:
