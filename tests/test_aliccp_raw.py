@@ -132,6 +132,8 @@ K = 'ffffffffffffffffffffffffffffffff'
      r"sample_skeleton_train\.csv, line 6: the feature list '205\\x021' is not field_id"),
     ('sample_skeleton_train.csv', 7, f'7,1,0,{K},2,301\x02{9100017}\x031\x01205\x02ab\x031',
      r"sample_skeleton_train\.csv, line 7, feature id: 'ab' is not an integer"),
+    ('sample_skeleton_train.csv', 7, f'7,1,0,{K},1,205\x0299999999999999999999\x031',
+     r"sample_skeleton_train\.csv: feature id out of the 64-bit integer range"),
     ('sample_skeleton_train.csv', 9, f'9,0,0,{K},1,508\x02609\x03x',
      r"sample_skeleton_train\.csv, line 9, field '508': value 'x' is not a finite number"),
     ('sample_skeleton_train.csv', 8, f'8,2,0,{K},1,301\x02{9100232}\x031',
