@@ -133,12 +133,17 @@ class Run:
   @functools.cached_property
   def _restored(self):
     model, state = restore_variables(self.config, self.spec, self.workdir, self.checkpoint)
-    return state, jax.jit(make_predict_step(model))
+    return model, state, jax.jit(make_predict_step(model))
+
+  @property
+  def model(self):
+    """The Flax module (built from the run's config and spec)."""
+    return self._restored[0]
 
   @property
   def state(self):
     """The restored TrainState (params, model_state; no optimizer state)."""
-    return self._restored[0]
+    return self._restored[1]
 
   @functools.cached_property
   def encoder(self):
@@ -164,7 +169,7 @@ class Run:
     cols['label'] = np.zeros(len(cols['scenario']), np.float32)  # only counts the rows
     if len(cols['label']) == 0:
       return np.zeros(0, np.float32)
-    state, predict_fn = self._restored
+    _, state, predict_fn = self._restored
     # The same batching as eval.py (eval_batch_size, padded last batch), so the numbers match.
     return evaluation.predict(predict_fn, state, cols, self.batch_size)
 
