@@ -37,7 +37,7 @@ def write_run(workdir, model_name: str) -> None:
   leaves, treedef = jax.tree_util.tree_flatten(state.params)
   keys = jax.random.split(jax.random.key(1), len(leaves))
   noisy = [x + 0.3 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
-  state = state.replace(params=jax.tree_util.tree_unflatten(treedef, noisy))
+  state = state.replace(params=jax.tree_util.tree_unflatten(treedef, noisy), step=state.step + 7)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=1))
