@@ -30,6 +30,7 @@ import numpy as np
 
 from midpg_jax import evaluation
 from midpg_jax.checkpoint import Checkpointer
+from midpg_jax.data.encode import ENCODER_FILE, Encoder
 from midpg_jax.data.schema import Columns, FeatureSpec
 from midpg_jax.errors import CheckpointError, ConfigError, DataError
 from midpg_jax.models import build_model
@@ -104,7 +105,7 @@ def find_prepared_dir(config, workdir: str) -> str | None:
     candidates.append(folder)
   for base in candidates:
     path = os.path.join(base, relative)
-    if os.path.isfile(os.path.join(path, 'feature_spec.json')):
+    if os.path.isfile(os.path.join(path, ENCODER_FILE)):
       return path
   return None
 
@@ -152,15 +153,19 @@ class Run:
       raise DataError(f'run {self.workdir!r} (dataset {self.config.data.name!r}) has no prepared '
                       'dataset to encode raw rows with: pass encoded columns {cat, dense, '
                       'scenario}, or load_run(..., prepared_dir=<the folder preparation wrote>)')
-    from midpg_jax.data.encode import Encoder
     return Encoder.load(self.prepared_dir)
 
   @property
   def batch_size(self) -> int:
     return int(self.config.train.eval_batch_size)
 
-  def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
-    """Probabilities (N,) float32 of encoded columns {'cat', 'dense', 'scenario'[, 'multi']}."""
+  def predict_columns(self, columns: Mapping[str, Any], batch_size: int | None = None
+                      ) -> np.ndarray:
+    """Probabilities (N,) float32 of encoded columns {'cat', 'dense', 'scenario'[, 'multi']}.
+
+    `batch_size` defaults to the run's train.eval_batch_size, as eval.py batches: the results are
+    then bit-identical to eval.py's; other sizes agree to float32 rounding.
+    """
     missing = [k for k in _ENCODED_KEYS if k not in columns]
     if missing:
       raise DataError(f'encoded columns lack {missing}; expected {list(_ENCODED_KEYS)} '
@@ -170,8 +175,8 @@ class Run:
     if len(cols['label']) == 0:
       return np.zeros(0, np.float32)
     _, state, predict_fn = self._restored
-    # The same batching as eval.py (eval_batch_size, padded last batch), so the numbers match.
-    return evaluation.predict(predict_fn, state, cols, self.batch_size)
+    # By default the same batching as eval.py (eval_batch_size, padded last batch).
+    return evaluation.predict(predict_fn, state, cols, int(batch_size or self.batch_size))
 
   def encode(self, rows, *, source: str = '<rows>') -> Columns:
     """Raw rows (DataFrame, {column: values} or a CSV path) -> encoded columns."""

@@ -145,3 +145,18 @@ def test_not_a_run_is_a_clear_error(tmp_path):
   from midpg_jax.errors import CheckpointError
   with pytest.raises(CheckpointError, match='not a training run'):
     midpg_jax.load_run(str(tmp_path))
+
+
+def test_relative_prepared_dir_is_found_from_the_checkout_above_the_run(tmp_path, monkeypatch):
+  import ml_collections
+  from midpg_jax.api import find_prepared_dir
+  config = ml_collections.ConfigDict({'data': {'name': 'aliccp', 'prepared_dir': ''}})
+  prepared = tmp_path / 'checkout' / 'data_cache' / 'aliccp'
+  prepared.mkdir(parents=True)
+  (tmp_path / 'checkout' / 'runs' / 'x').mkdir(parents=True)
+  monkeypatch.chdir(tmp_path)
+  assert find_prepared_dir(config, str(tmp_path / 'checkout' / 'runs' / 'x')) is None
+  (prepared / 'encoder.json').write_text('{}')
+  assert find_prepared_dir(config, str(tmp_path / 'checkout' / 'runs' / 'x')) == str(prepared)
+  config.data.name = 'synthetic'
+  assert find_prepared_dir(config, str(tmp_path / 'checkout' / 'runs' / 'x')) is None
