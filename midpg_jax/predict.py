@@ -80,14 +80,16 @@ DEFAULT_BATCH_SIZE = 2048
 def predict_file(run, input_path: str, output_path: str, *, id_columns=(),
                  chunk_bytes: int = 1 << 24, progress: bool = True, delimiter: str = ',',
                  batch_size: int = DEFAULT_BATCH_SIZE) -> dict:
-  """Scores every row of `input_path` into `output_path`; returns {'rows', 'seconds'}."""
+  """Scores every row of `input_path` into `output_path`; returns {'rows', 'seconds',
+  'cpu_seconds'} (CPU time of all this process's threads: the rate per CPU-second is what a
+  shared machine cannot distort)."""
   from midpg_jax.trainer import prefetch
   if not output_path.endswith(OUTPUT_FORMATS):
     raise DataError(f'--output {output_path!r}: the name must end with one of {OUTPUT_FORMATS}')
   if not os.path.isfile(input_path):
     raise DataError(f'--input {input_path!r} is not a file')
   id_columns = list(id_columns)
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), time.process_time()
   writer, rows, complete = _Writer(output_path), 0, False
   try:
     for encoded, ids, _ in prefetch(_chunks(run, input_path, id_columns, chunk_bytes, progress,
@@ -103,7 +105,8 @@ def predict_file(run, input_path: str, output_path: str, *, id_columns=(),
     complete = True
   finally:
     writer.close(complete)
-  return {'rows': rows, 'seconds': time.perf_counter() - start}
+  return {'rows': rows, 'seconds': time.perf_counter() - start,
+          'cpu_seconds': time.process_time() - cpu_start}
 
 
 def main(argv=None) -> None:
@@ -133,8 +136,9 @@ def main(argv=None) -> None:
                           delimiter=args.delimiter, batch_size=args.batch_size)
   except USER_ERRORS as e:
     sys.exit(f'error: {e}')
-  print(f'{result["rows"]:,} rows scored in {result["seconds"]:.1f}s '
-        f'({result["rows"] / max(result["seconds"], 1e-9):,.0f} rows/s) -> {args.output}')
+  rows, seconds, cpu = result['rows'], result['seconds'], result['cpu_seconds']
+  print(f'{rows:,} rows scored in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} rows/s; '
+        f'{cpu:.1f} CPU-s, {rows / max(cpu, 1e-9):,.0f} rows per CPU-s) -> {args.output}')
 
 
 if __name__ == '__main__':

@@ -160,3 +160,13 @@ def test_relative_prepared_dir_is_found_from_the_checkout_above_the_run(tmp_path
   assert find_prepared_dir(config, str(tmp_path / 'checkout' / 'runs' / 'x')) == str(prepared)
   config.data.name = 'synthetic'
   assert find_prepared_dir(config, str(tmp_path / 'checkout' / 'runs' / 'x')) is None
+
+
+def test_export_of_a_real_data_run_scores_raw_rows_with_its_own_encoder(aliccp_run, run, tmp_path):
+  pytest.importorskip('flatbuffers', reason='jax.export serialisation needs flatbuffers')
+  from midpg_jax import export
+  out = export.export_run(run, str(tmp_path / 'export'))
+  served = export.load_exported(out)
+  table = pacsv.read_csv(TEST_FILE)
+  columns = {name: table.column(name).to_numpy() for name in table.column_names}
+  np.testing.assert_allclose(served.predict(columns), aliccp_run[1], rtol=0, atol=2e-6)
