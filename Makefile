@@ -1,5 +1,6 @@
 # Two commands set everything up on a fresh machine:
-#   make train   creates .venv if missing, installs requirements.txt, trains MI-DPG on the
+#   make train   creates .venv if missing, installs requirements.txt and the project itself
+#                (pip install -e ., so the midpg-* commands exist), trains MI-DPG on the
 #                built-in synthetic dataset and prints the per-scenario table
 #   make test    same environment, runs the test suite (the environment includes
 #                requirements-bench.txt: torch, for the PyTorch parity tests and bench.py)
@@ -11,11 +12,12 @@ CONFIG ?= configs/default.py
 
 .PHONY: train test eval clean
 
-$(VENV)/.installed: requirements.txt requirements-bench.txt
+$(VENV)/.installed: requirements.txt requirements-bench.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q -r requirements-bench.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 train: $(VENV)/.installed

@@ -1,12 +1,12 @@
 """Shared test fixtures: a small, fast version of the default config."""
 
 import os
-import sys
 
 import pytest
 
+# `midpg_jax` is the installed package (`make` runs `pip install -e .`); `configs` are the
+# repository's config files, importable because `python -m pytest` runs from the repository root.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), 'shared', 'data', 'Scenario-Wise-Rec')
 

@@ -16,7 +16,7 @@ several files, read in name order), comma-separated with a header line:
 
 from __future__ import annotations
 
-from midpg_jax.data import prepare
+from midpg_jax.data import prepare, reader
 
 NAME = 'aliccp'
 
@@ -44,6 +44,8 @@ def data_config():
       train_files='ali_ccp_train*.csv',
       validation_files='ali_ccp_val*.csv',
       test_files='ali_ccp_test*.csv',
+      exclude_files=('*_sample.csv', '*_sample.csv.gz'),
+      file_format='swr_csv',  # the reader in COLUMN_READERS
       scenario_field='301',
       scenario_values=(1, 2, 3),
       label='purchase',
@@ -57,23 +59,48 @@ def schema(cfg) -> prepare.Schema:
   return prepare.schema_from_config(cfg)
 
 
-def read_splits(cfg) -> dict[str, prepare.RawTable]:
+def split_files(cfg) -> dict[str, list[str]]:
+  """{split: the files read for it}; `*_sample.csv` files (Scenario-Wise-Rec's samples, often
+  kept in the same folder) never match, or they would be merged into the full data."""
   directory = prepare.manual_dir(cfg, INSTRUCTIONS)
-  click = str(cfg.click_column)
+  return {split: prepare.find_files(directory, str(pattern), f'Ali-CCP {split} split',
+                                    INSTRUCTIONS, exclude=tuple(cfg.exclude_files))
+          for split, pattern in (('train', cfg.train_files), ('validation', cfg.validation_files),
+                                 ('test', cfg.test_files))}
+
+
+def csv_column_chunks(path: str, kinds: dict, progress: bool):
+  """(columns, first line) chunks of one file in the Scenario-Wise-Rec CSV form."""
+  return reader.iter_csv(path, kinds, progress=progress)
+
+
+# The one place that knows the file format: a reader of another form of Ali-CCP (e.g. the raw
+# Tianchi release) plugs in here as a function (path, kinds, progress) -> iterator of
+# (columns {name: pa.Array} in the Scenario-Wise-Rec form, line of the chunk's first row).
+COLUMN_READERS = {'swr_csv': csv_column_chunks}
+
+
+def source(cfg) -> prepare.Source:
+  files = split_files(cfg)
   kinds = schema(cfg).kinds()
+  click = str(cfg.click_column)
   keep = None
   if cfg.clicked_only:
     kinds.setdefault(click, 'label')
-    keep = lambda batch: batch.column(click).to_numpy() == 1  # noqa: E731
-  splits = {}
-  for split, pattern in (('train', cfg.train_files), ('validation', cfg.validation_files),
-                         ('test', cfg.test_files)):
-    paths = prepare.find_files(directory, str(pattern), f'Ali-CCP {split} split', INSTRUCTIONS)
-    splits[split] = prepare.RawTable.concat([
-        prepare.read_csv(p, kinds, keep=keep, progress=bool(cfg.progress)) for p in paths])
-  return splits
+    keep = lambda columns: columns[click].to_numpy() == 1  # noqa: E731
+  if str(cfg.file_format) not in COLUMN_READERS:
+    raise prepare.ConfigError(f'unknown config.data.file_format {cfg.file_format!r}; known: '
+                              f'{sorted(COLUMN_READERS)}')
+  read = COLUMN_READERS[str(cfg.file_format)]
+
+  def chunks():
+    for split, paths in files.items():
+      for path in paths:
+        for columns, first_line in read(path, kinds, bool(cfg.progress)):
+          yield prepare.chunk_of(columns, path, first_line, split, keep)
+
+  return prepare.Source(files=[p for ps in files.values() for p in ps], chunks=chunks)
 
 
 def load(cfg):
-  return prepare.load_or_prepare(cfg, lambda: read_splits(cfg), schema(cfg))
-
+  return prepare.load_or_prepare(cfg, lambda: source(cfg), schema(cfg))

@@ -26,7 +26,7 @@ import zlib
 
 import numpy as np
 
-from midpg_jax.data import prepare
+from midpg_jax.data import prepare, reader
 
 NAME = 'aliexpress'
 
@@ -67,14 +67,17 @@ def schema(cfg) -> prepare.Schema:
 
 
 def _validation_rows(groups: np.ndarray, fraction: float, seed: int, country: str) -> np.ndarray:
-  """Rows whose group is among a deterministic `fraction` of the distinct groups."""
-  uniq = np.unique(groups)
-  rng = np.random.default_rng([int(seed), zlib.crc32(country.encode())])
-  chosen = uniq[rng.random(len(uniq)) < fraction]
-  return np.isin(groups, chosen)
+  """Rows whose group is among a deterministic `fraction` of the groups: a hash of (seed, country,
+  group) per row, so a chunk is split without seeing the others (splitmix64 finaliser)."""
+  with np.errstate(over='ignore'):
+    x = groups.astype(np.uint64) + np.uint64((int(seed) << 32) ^ zlib.crc32(country.encode()))
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+  return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
 
 
-def read_splits(cfg) -> dict[str, prepare.RawTable]:
+def source(cfg) -> prepare.Source:
   directory = prepare.manual_dir(cfg, INSTRUCTIONS)
   field, click, group = str(cfg.scenario_field), str(cfg.click_column), str(cfg.group_column)
   kinds = schema(cfg).kinds(exclude=(field,))
@@ -82,26 +85,29 @@ def read_splits(cfg) -> dict[str, prepare.RawTable]:
   keep = None
   if cfg.clicked_only:
     kinds.setdefault(click, 'label')
-    keep = lambda batch: batch.column(click).to_numpy() == 1  # noqa: E731
-  parts = {'train': [], 'validation': [], 'test': []}
+    keep = lambda columns: columns[click].to_numpy() == 1  # noqa: E731
   if not cfg.countries:
-    raise ValueError('config.data.countries is empty')
+    raise prepare.ConfigError('config.data.countries is empty')
+  files = []  # (country, split of the file, path)
   for country in cfg.countries:
     folder = os.path.join(directory, str(cfg.country_dir).format(country=country))
-    tables = {}
     for split, name in (('train', cfg.train_file), ('test', cfg.test_file)):
-      paths = prepare.find_files(folder, str(name), f'AliExpress {country} {split}', INSTRUCTIONS)
-      t = prepare.RawTable.concat([prepare.read_csv(p, kinds, keep=keep,
-                                                    progress=bool(cfg.progress)) for p in paths])
-      tables[split] = t.with_column(field, prepare.constant_column(str(country), len(t)))
-    val = _validation_rows(tables['train'].columns[group], float(cfg.validation_fraction),
-                           int(cfg.seed), str(country))
-    parts['train'].append(tables['train'].take(~val))
-    parts['validation'].append(tables['train'].take(val))
-    parts['test'].append(tables['test'])
-  return {s: prepare.RawTable.concat(p) for s, p in parts.items()}
+      for p in prepare.find_files(folder, str(name), f'AliExpress {country} {split}',
+                                  INSTRUCTIONS):
+        files.append((str(country), split, p))
+
+  def chunks():
+    for country, split, path in files:
+      for columns, first_line in reader.iter_csv(path, kinds, progress=bool(cfg.progress)):
+        columns[field] = prepare.constant_column(country, len(columns[group]))
+        rows = split
+        if split == 'train':  # validation: a fraction of the search sessions
+          rows = _validation_rows(columns[group].to_numpy(), float(cfg.validation_fraction),
+                                  int(cfg.seed), country).astype(np.int8)
+        yield prepare.chunk_of(columns, path, first_line, rows, keep)
+
+  return prepare.Source(files=[p for _, _, p in files], chunks=chunks)
 
 
 def load(cfg):
-  return prepare.load_or_prepare(cfg, lambda: read_splits(cfg), schema(cfg))
-
+  return prepare.load_or_prepare(cfg, lambda: source(cfg), schema(cfg))

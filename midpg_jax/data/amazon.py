@@ -16,8 +16,9 @@ rating, timestamp, no header) also work: a file ending in .csv / .csv.gz is read
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
-from midpg_jax.data import prepare
+from midpg_jax.data import prepare, reader
 
 NAME = 'amazon'
 
@@ -54,36 +55,56 @@ def schema(cfg) -> prepare.Schema:
   return prepare.schema_from_config(cfg)
 
 
-def _read(path: str, kinds: dict, cfg) -> prepare.RawTable:
+def _read(path: str, kinds: dict, cfg):
+  """(columns, first line) chunks of one file, JSON lines or CSV."""
   name = path[:-3] if path.endswith('.gz') else path
   if name.endswith('.csv'):
-    return prepare.read_csv(path, kinds, column_names=tuple(cfg.csv_column_names) or None,
-                            progress=bool(cfg.progress))
-  return prepare.read_json_lines(path, kinds, progress=bool(cfg.progress))
+    return reader.iter_csv(path, kinds, column_names=tuple(cfg.csv_column_names) or None,
+                           progress=bool(cfg.progress))
+  return reader.iter_json_lines(path, kinds, progress=bool(cfg.progress))
 
 
-def read_splits(cfg) -> dict[str, prepare.RawTable]:
+def source(cfg) -> prepare.Source:
+  """Every category's file; the time split over all of them needs a first pass over the time
+  column (8 bytes a row, then a 1-byte split per row)."""
   directory = prepare.manual_dir(cfg, INSTRUCTIONS)
   field, rating, when = str(cfg.scenario_field), str(cfg.rating_column), str(cfg.time_column)
   kinds = schema(cfg).kinds(exclude=(field, str(cfg.label)))
   kinds.update({rating: 'float', when: 'int'})
   if not cfg.categories:
-    raise ValueError('config.data.categories is empty')
-  tables = []
+    raise prepare.ConfigError('config.data.categories is empty')
+  files = []
   for category in cfg.categories:
     pattern = str(cfg.file_pattern).format(category=category)
     paths = prepare.find_files(directory, pattern, f'Amazon category {category!r}', INSTRUCTIONS)
     if len(paths) > 1:
       raise prepare.DataError(f'Amazon category {category!r}: expected one file matching '
                               f'{pattern!r} in {directory!r}, found {paths}')
-    t = _read(paths[0], kinds, cfg)
-    tables.append(t.with_column(field, prepare.constant_column(str(category), len(t))))
-  table = prepare.RawTable.concat(tables)
-  table = table.with_column(str(cfg.label), (table.columns[rating] >= float(cfg.positive_rating))
-                            .astype(np.float32))
-  return {s: table.take(idx) for s, idx in
-          prepare.time_split(table.columns[when], cfg.split_fractions).items()}
+    files.append((str(category), paths[0]))
+  times = []
+
+  def compute():
+    t, rows = prepare.column_of_files([p for _, p in files], when, 'int',
+                                      read=lambda p, k: _read(p, k, cfg))
+    times.append(rows)
+    return prepare.time_assignment(t, cfg.split_fractions)
+
+  splits = prepare.RowSplits(compute, lambda: times[0])
+
+  def chunks():
+    for i, (category, path) in enumerate(files):
+      split = splits.for_file(i)
+      row = 0
+      for columns, first_line in _read(path, kinds, cfg):
+        n = len(columns[when])
+        columns[field] = prepare.constant_column(category, n)
+        columns[str(cfg.label)] = pa.array(
+            (columns[rating].to_numpy() >= float(cfg.positive_rating)).astype(np.float32))
+        yield prepare.chunk_of(columns, path, first_line, split(row, n))
+        row += n
+
+  return prepare.Source(files=[p for _, p in files], chunks=chunks)
 
 
 def load(cfg):
-  return prepare.load_or_prepare(cfg, lambda: read_splits(cfg), schema(cfg))
+  return prepare.load_or_prepare(cfg, lambda: source(cfg), schema(cfg))

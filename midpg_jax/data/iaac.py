@@ -23,7 +23,10 @@ impression per line (about 478k), columns
 
 from __future__ import annotations
 
-from midpg_jax.data import prepare
+import numpy as np
+import pyarrow as pa
+
+from midpg_jax.data import prepare, reader
 
 NAME = 'iaac'
 TRAIN_FILE = 'round1_ijcai_18_train_20180301.txt'
@@ -68,27 +71,40 @@ def schema(cfg) -> prepare.Schema:
   return prepare.schema_from_config(cfg)
 
 
-def read_splits(cfg) -> dict[str, prepare.RawTable]:
+def source(cfg) -> prepare.Source:
+  """Rows split by day: a first pass reads the time column for the last day."""
   directory = prepare.manual_dir(cfg, INSTRUCTIONS)
   paths = prepare.find_files(directory, str(cfg.train_file), 'IAAC', INSTRUCTIONS)
+  when = str(cfg.time_column)
   kinds = schema(cfg).kinds(exclude=DERIVED)
-  kinds[str(cfg.time_column)] = 'int'
-  table = prepare.RawTable.concat([
-      prepare.read_csv(p, kinds, delimiter=' ', progress=bool(cfg.progress)) for p in paths])
-  local = table.columns[str(cfg.time_column)] + int(cfg.utc_offset_hours) * 3600
-  if 'hour' in cfg.cat_columns:
-    table = table.with_column('hour', (local // 3600) % 24)
-  day = local // 86400
-  last = day.max() if len(day) else 0
-  test = day > last - int(cfg.test_days)
-  validation = ~test & (day > last - int(cfg.test_days) - int(cfg.validation_days))
-  train = ~test & ~validation
-  return {'train': table.take(train), 'validation': table.take(validation),
-          'test': table.take(test)}
+  kinds[when] = 'int'
+  offset = int(cfg.utc_offset_hours) * 3600
+  last_day = []  # computed on first use
+
+  def split(columns) -> np.ndarray:  # (n,) int8 index into SPLITS
+    if not last_day:
+      times, _ = prepare.column_of_files(
+          paths, when, 'int', read=lambda p, k: reader.iter_csv(p, k, delimiter=' '))
+      last_day.append(int((times.max() + offset) // 86400) if len(times) else 0)
+    day = (columns[when].to_numpy() + offset) // 86400
+    test = day > last_day[0] - int(cfg.test_days)
+    validation = ~test & (day > last_day[0] - int(cfg.test_days) - int(cfg.validation_days))
+    return np.where(test, 2, np.where(validation, 1, 0)).astype(np.int8)
+
+  def chunks():
+    for path in paths:
+      for columns, first_line in reader.iter_csv(path, kinds, delimiter=' ',
+                                                 progress=bool(cfg.progress)):
+        if 'hour' in cfg.cat_columns:
+          local = columns[when].to_numpy() + offset
+          columns['hour'] = pa.array((local // 3600) % 24)
+        yield prepare.chunk_of(columns, path, first_line, split(columns))
+
+  return prepare.Source(files=paths, chunks=chunks)
 
 
 def load(cfg):
-  return prepare.load_or_prepare(cfg, lambda: read_splits(cfg), schema(cfg))
+  return prepare.load_or_prepare(cfg, lambda: source(cfg), schema(cfg))
 
 
-__all__ = ['INSTRUCTIONS', 'data_config', 'load', 'read_splits', 'schema']
+__all__ = ['INSTRUCTIONS', 'data_config', 'load', 'source', 'schema']

@@ -14,7 +14,7 @@ splits by time instead (earliest rows train).
 
 from __future__ import annotations
 
-from midpg_jax.data import prepare
+from midpg_jax.data import prepare, reader
 
 _SOURCE = 'https://github.com/Xiaopengli1/Scenario-Wise-Rec'
 
@@ -52,21 +52,35 @@ def instructions(cfg) -> str:
   return _instructions(str(cfg.file), str(cfg.source_folder))
 
 
-def read_splits(cfg) -> dict[str, prepare.RawTable]:
+def source(cfg) -> prepare.Source:
+  """The file(s) split at random (a first pass counts the rows) or by `time_column`."""
   text = instructions(cfg)
   directory = prepare.manual_dir(cfg, text)
+  paths = prepare.find_files(directory, str(cfg.file), cfg.name, text)
   kinds = schema(cfg).kinds()
+  delimiter = str(cfg.delimiter)
+  read = lambda p, k: reader.iter_csv(p, k, delimiter=delimiter)  # noqa: E731
   if cfg.time_column:
     kinds[str(cfg.time_column)] = 'int'
-  table = prepare.RawTable.concat([
-      prepare.read_csv(p, kinds, delimiter=str(cfg.delimiter), progress=bool(cfg.progress))
-      for p in prepare.find_files(directory, str(cfg.file), cfg.name, text)])
-  if cfg.time_column:
-    index = prepare.time_split(table.columns[str(cfg.time_column)], cfg.split_fractions)
-  else:
-    index = prepare.random_split(len(table), cfg.split_fractions, int(cfg.seed))
-  return {s: table.take(i) for s, i in index.items()}
+  rows = []
+
+  def compute():
+    column = str(cfg.time_column) if cfg.time_column else str(cfg.label)
+    values, per_file = prepare.column_of_files(paths, column, kinds[column], read=read)
+    rows.append(per_file)
+    if cfg.time_column:
+      return prepare.time_assignment(values, cfg.split_fractions)
+    return prepare.random_assignment(len(values), cfg.split_fractions, int(cfg.seed))
+
+  splits = prepare.RowSplits(compute, lambda: rows[0])
+
+  def chunks():
+    for i, path in enumerate(paths):
+      yield from prepare.read_chunks(path, kinds, splits.for_file(i), delimiter=delimiter,
+                                     progress=bool(cfg.progress))
+
+  return prepare.Source(files=paths, chunks=chunks)
 
 
 def load(cfg):
-  return prepare.load_or_prepare(cfg, lambda: read_splits(cfg), schema(cfg))
+  return prepare.load_or_prepare(cfg, lambda: source(cfg), schema(cfg))

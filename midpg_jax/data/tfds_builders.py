@@ -2,7 +2,7 @@
 
 Each builder turns the user's manual download into a TFDS dataset with one record per row of the
 raw train / validation / test splits: exactly the rows (same reading, checking, filtering and
-splitting code) that the columnar preparation in `prepare.py` uses, before any vocabulary or
+splitting code: the dataset module's `source`) that the columnar preparation in `prepare.py` uses, before any vocabulary or
 scaling, so the records keep the raw ids and values:
 
   <categorical column>   int64 (integer ids) or text
@@ -32,15 +32,16 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core import utils as tfds_utils
 
-from midpg_jax.data import aliccp, aliexpress, amazon, iaac, prepare, scenario_wise_rec
+from midpg_jax.data import (aliccp, aliexpress, amazon, encode, iaac, prepare, scenario_wise_rec,
+                            sources)
 
 
 class _RawRowsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Records of the raw splits of one dataset, read by `module.read_splits(config.data)`."""
+  """Records of the raw splits of one dataset, read by `module.source(config.data)`."""
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Raw rows of the train / validation / test splits.'}
-  module = None  # the dataset module: read_splits(cfg), schema(cfg)
+  module = None  # the dataset module: source(cfg), schema(cfg)
 
   @tfds_utils.classproperty
   @classmethod
@@ -79,27 +80,28 @@ class _RawRowsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     cfg = self._data_cfg.copy_and_resolve_references()
     with cfg.unlocked():
       cfg.manual_dir = os.fspath(dl_manager.manual_dir)
-    raw = self.module.read_splits(cfg)
+    chunks = sources.collect_splits(self.module.source(cfg))
     schema = self.module.schema(cfg)
-    return {split: self._generate_examples(table, schema) for split, table in raw.items()}
+    return {split: self._generate_examples(parts, schema) for split, parts in chunks.items()}
 
-  def _generate_examples(self, table: prepare.RawTable, schema: prepare.Schema):
-    n = len(table)
-    cols = {name: _values(table.columns[name]) for name in schema.cat}
-    for m in schema.multi:
-      flat, lengths = prepare.tokenize(table.columns[m.name], m)
-      tokens = flat.to_pylist()
-      ends = np.cumsum(lengths)
-      cols[m.name] = [[t for t in tokens[e - k:e] if t] for e, k in zip(ends, lengths)]
-    if schema.dense:
-      dense = np.stack([table.columns[c] for c in schema.dense], axis=1).astype(np.float32)
-      cols['dense'] = list(dense)
-    cols['scenario'] = _values(table.columns[schema.scenario])
-    cols['label'] = np.asarray(table.columns[schema.label]).astype(np.int64).tolist()
-    names = list(cols)
-    for i in range(n):
-      key = f'{os.path.basename(table.files[table.file[i]])}:{table.line[i]}'
-      yield key, {name: cols[name][i] for name in names}
+  def _generate_examples(self, chunks, schema: prepare.Schema):
+    for chunk in chunks:
+      cols = {name: _values(chunk.columns[name]) for name in schema.cat}
+      for m in schema.multi:
+        flat, lengths = encode.tokenize(chunk.columns[m.name], m)
+        tokens = flat.to_pylist()
+        ends = np.cumsum(lengths)
+        cols[m.name] = [[t for t in tokens[e - k:e] if t] for e, k in zip(ends, lengths)]
+      if schema.dense:
+        dense = np.stack([np.asarray(_values(chunk.columns[c]), np.float32)
+                          for c in schema.dense], axis=1)
+        cols['dense'] = list(dense)
+      cols['scenario'] = _values(chunk.columns[schema.scenario])
+      cols['label'] = np.asarray(_values(chunk.columns[schema.label])).astype(np.int64).tolist()
+      names = list(cols)
+      for i, line in enumerate(chunk.lines):
+        key = f'{os.path.basename(chunk.source)}:{line}'
+        yield key, {name: cols[name][i] for name in names}
 
 
 def _values(column) -> list:

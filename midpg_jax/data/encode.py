@@ -1,0 +1,226 @@
+"""Raw values -> model columns: the one place where that happens.
+
+Preparation's second pass (`prepare.py`) and prediction on new raw rows both call
+`Encoder.encode`, so a row is encoded the same way in both. The Encoder holds what preparation
+fitted on the training split (`fit.py`): vocabularies (id = 1 + position in the sorted vocabulary,
+0 = out of vocabulary), multi-value tokenisation, dense scaling and the scenario mapping. It is
+saved into a prepared folder as `encoder.json` + `vocab/<field>.npy`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from midpg_jax.data.schema import Columns, FeatureSpec
+from midpg_jax.errors import DataError
+
+ENCODER_FILE = 'encoder.json'
+# Integer vocabularies spanning at most this many values are looked up in a dense table (one
+# numpy gather, ~10x faster than hashing); wider ones through pyarrow's hash lookup.
+_DENSE_TABLE_MAX_SPAN = 1 << 24
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiField:
+  name: str
+  sep: str  # tokens are separated by this string
+  max_len: int  # keep the first max_len known tokens, pad with 0
+  part_sep: str = ''  # if set, a token is only its part before this string ('cat:p1,p2' -> 'cat')
+
+
+def _as_arrow(values, type_: pa.DataType) -> pa.Array:
+  if isinstance(values, pa.ChunkedArray):
+    values = values.combine_chunks() if values.num_chunks else pa.array([], type_)
+  if not isinstance(values, pa.Array):
+    values = pa.array(np.asarray(values))
+  return values if values.type == type_ else pc.cast(values, type_)
+
+
+class IdLookup:
+  """ids = 1 + position in a sorted vocabulary, 0 when absent."""
+
+  def __init__(self, vocab: np.ndarray):
+    self.vocab = vocab
+    self.table = None
+    if vocab.dtype.kind in 'iu' and len(vocab) and vocab[-1] - vocab[0] < _DENSE_TABLE_MAX_SPAN:
+      self.low = int(vocab[0])
+      self.table = np.zeros(int(vocab[-1]) - self.low + 1, np.int32)
+      self.table[vocab - self.low] = np.arange(1, len(vocab) + 1, dtype=np.int32)
+    else:
+      self.value_set = pa.array(vocab)
+
+  def __call__(self, values) -> np.ndarray:
+    if self.table is not None:
+      v = _as_arrow(values, pa.int64()).to_numpy(zero_copy_only=False) - self.low
+      out = np.take(self.table, v, mode='clip')
+      out[(v < 0) | (v >= len(self.table))] = 0
+      return out
+    arr = _as_arrow(values, self.value_set.type)
+    idx = pc.index_in(arr, value_set=self.value_set)
+    return np.asarray(idx.fill_null(-1).to_numpy(zero_copy_only=False), np.int32) + 1
+
+
+def tokenize(values, field: MultiField) -> tuple[pa.Array, np.ndarray]:
+  """(flat tokens, tokens per row) of a multi-valued string column."""
+  lists = pc.split_pattern(_as_arrow(values, pa.string()), field.sep)
+  flat = pc.list_flatten(lists)
+  if field.part_sep:
+    flat = pc.list_element(pc.split_pattern(flat, field.part_sep, max_splits=1), 0)
+  lengths = np.asarray(pc.list_value_length(lists).fill_null(0).to_numpy(), np.int64)
+  return flat, lengths
+
+
+def pad_ids(ids: np.ndarray, lengths: np.ndarray, max_len: int) -> np.ndarray:
+  """(N, max_len) int32: each row's nonzero ids in order, the first max_len of them, 0-padded."""
+  n = len(lengths)
+  rows = np.repeat(np.arange(n), lengths)
+  known = ids > 0
+  rows, ids = rows[known], ids[known]
+  counts = np.bincount(rows, minlength=n)
+  starts = np.cumsum(counts) - counts
+  pos = np.arange(len(ids)) - starts[rows]
+  keep = pos < max_len
+  out = np.zeros((n, max_len), np.int32)
+  out[rows[keep], pos[keep]] = ids[keep]
+  return out
+
+
+def scenario_names(field: str, values: Sequence[str]) -> tuple[str, ...]:
+  """'news' for string values, '301=1' for numeric ones (a bare number reads badly in tables)."""
+  def numeric(v):
+    try:
+      float(v)
+      return True
+    except ValueError:
+      return v == 'overall'
+  return tuple(f'{field}={v}' if numeric(v) else v for v in values)
+
+
+@dataclasses.dataclass
+class Encoder:
+  """The transforms preparation fitted on the training split. Saved into / loaded from a prepared
+  dataset folder."""
+
+  scenario_field: str
+  scenario_values: tuple[str, ...]  # raw values in id order
+  label_column: str | None
+  cat_names: tuple[str, ...]
+  ids_numeric: bool
+  multi: tuple[MultiField, ...]
+  dense_names: tuple[str, ...]
+  dense_shift: np.ndarray  # (D,) float64: scaled = (x - shift) / scale
+  dense_scale: np.ndarray  # (D,)
+  dense_scaling: str
+  vocabs: dict[str, np.ndarray]  # field -> sorted distinct values (int64 or str)
+
+  def __post_init__(self):
+    self._lookups = {name: IdLookup(v) for name, v in self.vocabs.items()}
+    self._scenarios = pa.array(list(self.scenario_values), pa.string())
+
+  @property
+  def spec(self) -> FeatureSpec:
+    return FeatureSpec(
+        cat_names=self.cat_names,
+        cat_vocab_sizes=tuple(len(self.vocabs[c]) + 1 for c in self.cat_names),
+        dense_names=self.dense_names,
+        scenario_names=scenario_names(self.scenario_field, self.scenario_values),
+        multi_names=tuple(m.name for m in self.multi),
+        multi_vocab_sizes=tuple(len(self.vocabs[m.name]) + 1 for m in self.multi),
+        multi_max_lens=tuple(m.max_len for m in self.multi))
+
+  @property
+  def raw_kinds(self) -> dict[str, str]:
+    """{raw column: reader kind} of the columns `encode` reads (reader.py's kinds)."""
+    kinds = {c: 'id' if self.ids_numeric else 'token' for c in self.cat_names}
+    kinds.update({m.name: 'token' for m in self.multi})
+    kinds.update({c: 'float' for c in self.dense_names})
+    kinds[self.scenario_field] = 'scenario'
+    if self.label_column:
+      kinds[self.label_column] = 'label'
+    return kinds
+
+  def scenario_ids(self, values, *, source: str = '<rows>', first_line: int = 1,
+                   lines: np.ndarray | None = None) -> np.ndarray:
+    arr = _as_arrow(values, pa.string())
+    idx = np.asarray(pc.index_in(arr, value_set=self._scenarios).fill_null(-1)
+                     .to_numpy(zero_copy_only=False), np.int32)
+    if (idx < 0).any():
+      i = int(np.argmax(idx < 0))
+      line = int(lines[i]) if lines is not None else first_line + i
+      raise DataError(f'{source}, line {line}: scenario value {arr[i].as_py()!r} of field '
+                      f'{self.scenario_field!r} is not one of the prepared dataset\'s scenarios '
+                      f'{list(self.scenario_values)}')
+    return idx
+
+  def encode(self, columns: Mapping, *, source: str = '<rows>', first_line: int = 1,
+             with_label: bool = True, lines: np.ndarray | None = None) -> Columns:
+    """Model columns of raw `columns` ({raw name: values}); `lines` (N,) overrides the line
+    numbers `first_line`, `first_line + 1`, ... that error messages name."""
+    missing = [c for c in self.raw_kinds if c not in columns
+               and (with_label or c != self.label_column)]
+    if missing:
+      raise DataError(f'{source}: missing column(s) {missing}')
+    n = len(columns[self.scenario_field])
+    cat = np.zeros((n, len(self.cat_names)), np.int32)  # (N, F)
+    for j, name in enumerate(self.cat_names):
+      cat[:, j] = self._lookups[name](columns[name])
+    if self.dense_names:  # (N, D)
+      dense = np.stack([_as_arrow(columns[c], pa.float64()).to_numpy(zero_copy_only=False)
+                        for c in self.dense_names], axis=1)
+      dense = ((dense - self.dense_shift) / self.dense_scale).astype(np.float32)
+    else:
+      dense = np.zeros((n, 0), np.float32)
+    out = {'cat': cat, 'dense': dense,
+           'scenario': self.scenario_ids(columns[self.scenario_field], source=source,
+                                         first_line=first_line, lines=lines)}
+    if with_label:
+      out['label'] = _as_arrow(columns[self.label_column], pa.float32()).to_numpy(
+          zero_copy_only=False)
+    if self.multi:
+      out['multi'] = {}
+      for m in self.multi:
+        flat, lengths = tokenize(columns[m.name], m)
+        out['multi'][m.name] = pad_ids(self._lookups[m.name](flat), lengths, m.max_len)
+    return out
+
+  # ----------------------------------------------------------------------------------------------
+  # Storage.
+
+  def save(self, prepared_dir: str) -> None:
+    os.makedirs(os.path.join(prepared_dir, 'vocab'), exist_ok=True)
+    for name, vocab in self.vocabs.items():
+      np.save(os.path.join(prepared_dir, 'vocab', f'{name}.npy'), vocab)
+    d = {'scenario_field': self.scenario_field, 'scenario_values': list(self.scenario_values),
+         'label_column': self.label_column, 'cat_names': list(self.cat_names),
+         'ids_numeric': self.ids_numeric, 'multi': [dataclasses.asdict(m) for m in self.multi],
+         'dense_names': list(self.dense_names), 'dense_shift': self.dense_shift.tolist(),
+         'dense_scale': self.dense_scale.tolist(), 'dense_scaling': self.dense_scaling}
+    with open(os.path.join(prepared_dir, ENCODER_FILE), 'w') as f:
+      json.dump(d, f, indent=1, ensure_ascii=False)
+
+  @classmethod
+  def load(cls, prepared_dir: str) -> 'Encoder':
+    path = os.path.join(prepared_dir, ENCODER_FILE)
+    try:
+      with open(path) as f:
+        d = json.load(f)
+    except FileNotFoundError:
+      raise DataError(f'{prepared_dir} holds no {ENCODER_FILE}: not a prepared dataset, or one '
+                      'prepared by an older version (prepare it again)') from None
+    multi = tuple(MultiField(**m) for m in d['multi'])
+    names = list(d['cat_names']) + [m.name for m in multi]
+    vocabs = {n: np.load(os.path.join(prepared_dir, 'vocab', f'{n}.npy')) for n in names}
+    return cls(scenario_field=d['scenario_field'],
+               scenario_values=tuple(d['scenario_values']), label_column=d['label_column'],
+               cat_names=tuple(d['cat_names']), ids_numeric=bool(d['ids_numeric']), multi=multi,
+               dense_names=tuple(d['dense_names']),
+               dense_shift=np.asarray(d['dense_shift'], np.float64).reshape(-1),
+               dense_scale=np.asarray(d['dense_scale'], np.float64).reshape(-1),
+               dense_scaling=d['dense_scaling'], vocabs=vocabs)

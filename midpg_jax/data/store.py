@@ -1,0 +1,171 @@
+"""A prepared dataset on disk: its folder, its fingerprint, the column writer and memory-mapped loading.
+
+  meta.json              what it was made from (config, source files with size and mtime), split
+                         summaries; written last, so its presence marks a complete folder
+  encoder.json, vocab/   the Encoder (encode.py)
+  feature_spec.json, scenarios.json
+  <split>/{cat,dense,scenario,label}.npy, <split>/multi/<field>.npy
+
+Sources are compared by (absolute path, size, modification time), not by a content hash: a stat
+costs microseconds, hashing a 1 GB file costs seconds on every run (measured: README, "Real
+datasets"), and a changed file almost always changes its size or mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from midpg_jax.data.schema import Columns, FeatureSpec
+
+FORMAT_VERSION = 2
+SPLITS = ('train', 'validation', 'test')
+# Config keys that say where things are or how to show progress, not what the data is.
+NOT_FINGERPRINTED = ('manual_dir', 'prepared_dir', 'progress', 'rebuild')
+
+
+def prepared_path(cfg) -> str:
+  return os.path.expanduser(str(cfg.get('prepared_dir', '') or
+                                os.path.join('data_cache', str(cfg.name))))
+
+
+def fingerprinted_config(cfg) -> dict:
+  d = cfg.to_dict() if hasattr(cfg, 'to_dict') else dict(cfg)
+  return {k: v for k, v in d.items() if k not in NOT_FINGERPRINTED}
+
+
+def fingerprint(cfg) -> str:
+  text = json.dumps({'format_version': FORMAT_VERSION, 'config': fingerprinted_config(cfg)},
+                    sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()
+
+
+def source_stats(paths: Sequence[str]) -> list[dict]:
+  out = []
+  for p in sorted(paths):
+    st = os.stat(p)
+    out.append({'path': os.path.abspath(p), 'bytes': st.st_size, 'mtime_ns': st.st_mtime_ns})
+  return out
+
+
+def sources_changed(recorded: Sequence[Mapping], now: Sequence[Mapping]) -> list[str]:
+  """What differs between the source files a dataset was prepared from and today's ([] = none)."""
+  old = {s['path']: s for s in recorded}
+  new = {s['path']: s for s in now}
+  why = [f'{p} is new' for p in sorted(set(new) - set(old))]
+  why += [f'{p} is no longer read' for p in sorted(set(old) - set(new))]
+  for p in sorted(set(old) & set(new)):
+    if old[p].get('bytes') != new[p]['bytes']:
+      why.append(f'{p} changed size ({old[p].get("bytes")} -> {new[p]["bytes"]} bytes)')
+    elif old[p].get('mtime_ns') != new[p]['mtime_ns']:
+      why.append(f'{p} was modified')
+  return why
+
+
+def read_meta(directory: str) -> dict | None:
+  try:
+    with open(os.path.join(directory, 'meta.json')) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+
+
+class ColumnWriter:
+  """Writes each split's columns, chunk by chunk, straight into memory-mapped `.npy` files of the
+  row counts known from the first pass; keeps the per-scenario row and positive counts."""
+
+  def __init__(self, directory: str, spec: FeatureSpec, rows: Mapping[str, int]):
+    self.spec, self.rows, self.filled = spec, dict(rows), {s: 0 for s in rows}
+    self.arrays = {}
+    self.counts = {s: np.zeros((2, spec.num_scenarios)) for s in rows}
+    shapes = {'cat': (len(spec.cat_names),), 'dense': (spec.num_dense,), 'scenario': (),
+              'label': ()}
+    dtypes = {'cat': np.int32, 'dense': np.float32, 'scenario': np.int32, 'label': np.float32}
+    for split, n in rows.items():
+      os.makedirs(os.path.join(directory, split, 'multi'), exist_ok=True)
+      arrays = {k: np.lib.format.open_memmap(os.path.join(directory, split, f'{k}.npy'), 'w+',
+                                             dtypes[k], (n, *shapes[k])) for k in shapes}
+      for name, max_len in zip(spec.multi_names, spec.multi_max_lens):
+        arrays[f'multi/{name}'] = np.lib.format.open_memmap(
+            os.path.join(directory, split, 'multi', f'{name}.npy'), 'w+', np.int32, (n, max_len))
+      self.arrays[split] = arrays
+
+  def write(self, split: str, cols: Columns) -> None:
+    lo = self.filled[split]
+    n = len(cols['label'])
+    if lo + n > self.rows[split]:
+      raise RuntimeError(f'{split}: more rows than counted in the first pass')
+    arrays = self.arrays[split]
+    for k, v in cols.items():
+      if k == 'multi':
+        for name, m in v.items():
+          arrays[f'multi/{name}'][lo:lo + n] = m
+      else:
+        arrays[k][lo:lo + n] = v
+    self.counts[split] += [np.bincount(cols['scenario'], minlength=self.spec.num_scenarios),
+                           np.bincount(cols['scenario'], weights=cols['label'],
+                                       minlength=self.spec.num_scenarios)]
+    self.filled[split] = lo + n
+
+  def close(self) -> dict:
+    """Flushes the files; returns the split summaries for meta.json."""
+    summary = {}
+    for split, arrays in self.arrays.items():
+      for a in arrays.values():
+        a.flush()
+      rows, pos = self.counts[split]
+      summary[split] = {
+          'rows': int(rows.sum()), 'positives': int(pos.sum()),
+          'per_scenario': {n: {'rows': int(r), 'positives': int(p)}
+                           for n, r, p in zip(self.spec.scenario_names, rows, pos)}}
+    self.arrays = {}
+    return summary
+
+
+def _load_npy(path: str) -> np.ndarray:
+  arr = np.load(path, mmap_mode='r')
+  return np.load(path) if arr.size == 0 else arr  # an empty array cannot be memory-mapped
+
+
+def load_prepared(directory: str) -> tuple[FeatureSpec, dict[str, Columns]]:
+  """The FeatureSpec and the splits of a prepared folder, every column memory-mapped."""
+  with open(os.path.join(directory, 'feature_spec.json')) as f:
+    spec = FeatureSpec.from_json(f.read())
+  splits = {}
+  for split in SPLITS:
+    d = os.path.join(directory, split)
+    cols = {k: _load_npy(os.path.join(d, f'{k}.npy'))
+            for k in ('cat', 'dense', 'scenario', 'label')}
+    if spec.multi_names:
+      cols['multi'] = {n: _load_npy(os.path.join(d, 'multi', f'{n}.npy'))
+                       for n in spec.multi_names}
+    splits[split] = cols
+  return spec, splits
+
+
+def move_into_place(tmp: str, target: str, fp: str) -> None:
+  """Renames the complete folder `tmp` to `target`, replacing an older one only at that moment."""
+  old = None
+  if os.path.isdir(target) and os.listdir(target):  # rebuild: keep the old one until the swap
+    old = tempfile.mkdtemp(prefix=f'.{os.path.basename(target)}.old-',
+                           dir=os.path.dirname(os.path.abspath(target)))
+    os.rmdir(old)
+    os.rename(target, old)
+  try:
+    os.rename(tmp, target)
+  except OSError:
+    if old is not None:
+      os.rename(old, target)
+      raise
+    meta = read_meta(target)  # another process finished the same dataset first
+    if meta is None or meta.get('fingerprint') != fp:
+      raise
+    shutil.rmtree(tmp, ignore_errors=True)
+  if old is not None:
+    shutil.rmtree(old, ignore_errors=True)
