@@ -1,6 +1,7 @@
 """Issue 11's data items: the prepared cache follows its sources, and malformed files get one line
 naming file, line and column. Tiny Ali-CCP files (see test_datasets.write_aliccp)."""
 
+import json
 import logging
 import os
 import time
@@ -134,3 +135,19 @@ def test_encoder_round_trip_and_unknown_scenario(tmp_path):
   columns['301'] = encode.pa.array(['1'] * 8 + ['9'])
   with pytest.raises(prepare.DataError, match=r"ali_ccp_test\.csv, line 10: scenario value '9'"):
     enc.encode(columns, source=path, first_line=first_line)
+
+
+def test_a_dataset_prepared_by_an_older_format_is_prepared_again(tmp_path, caplog):
+  write_aliccp(tmp_path / 'raw')
+  cfg = aliccp_cfg(tmp_path)
+  load_dataset(cfg)
+  meta_path = os.path.join(cfg.prepared_dir, 'meta.json')
+  with open(meta_path) as f:
+    meta = json.load(f)
+  meta['format_version'] = 1
+  with open(meta_path, 'w') as f:
+    json.dump(meta, f)
+  with caplog.at_level(logging.WARNING):
+    load_dataset(cfg)
+  assert 'prepared by another version of this code (format 1, now 2)' in caplog.text
+  assert prepare.read_meta(cfg.prepared_dir)['format_version'] == 2

@@ -222,6 +222,10 @@ def load_or_prepare(cfg, make_source: Callable[[], Source],
   fp = fingerprint(cfg)
   rebuild = bool(cfg.get('rebuild', False))
   meta = read_meta(target)
+  if meta is not None and meta.get('format_version') != store.FORMAT_VERSION:
+    _say(cfg, f'{target} was prepared by another version of this code (format '
+         f'{meta.get("format_version")}, now {store.FORMAT_VERSION}): preparing it again')
+    rebuild = True
   if meta is not None and not rebuild and meta.get('fingerprint') != fp:
     diff = _config_diff(meta.get('config', {}), store.fingerprinted_config(cfg))
     raise DataError(f'{target} holds dataset {meta.get("name")!r} prepared with other settings '
