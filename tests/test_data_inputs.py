@@ -1,6 +1,7 @@
 """Issue 11's data items: the prepared cache follows its sources, and malformed files get one line
 naming file, line and column. Tiny Ali-CCP files (see test_datasets.write_aliccp)."""
 
+import importlib
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ import pytest
 
 from midpg_jax.data import encode, load_dataset, prepare, reader
 from configs import aliccp as aliccp_config
-from test_datasets import aliccp_cfg, data_cfg, write_aliccp
+from test_datasets import FIXTURES, aliccp_cfg, data_cfg, shared_samples, write_aliccp
 
 
 def _rewrite(path, edit):
@@ -151,3 +152,48 @@ def test_a_dataset_prepared_by_an_older_format_is_prepared_again(tmp_path, caplo
     load_dataset(cfg)
   assert 'prepared by another version of this code (format 1, now 2)' in caplog.text
   assert prepare.read_meta(cfg.prepared_dir)['format_version'] == 2
+
+
+def _columns(ds):
+  return {(s, k): np.asarray(v) for s, c in ds.splits.items() for k, v in c.items()
+          if k != 'multi'}
+
+
+@pytest.mark.parametrize('config_name', ['mind', 'aliccp', 'iaac'])
+def test_many_small_chunks_prepare_the_same_columns_as_one(tmp_path, monkeypatch, config_name):
+  """Streaming: counts, moments, scenario checks and the writer's offsets merge across chunks."""
+  module = importlib.import_module(f'configs.{config_name}')
+  if config_name == 'mind':
+    source, extra = shared_samples(), {}
+  elif config_name == 'iaac':
+    source, extra = FIXTURES / 'iaac', {'min_count': 1}
+  else:
+    write_aliccp(tmp_path / 'raw', n=300)
+    source, extra = tmp_path / 'raw', {'min_count': 2, 'clicked_only': False}
+  one = load_dataset(data_cfg(module, source, tmp_path / 'one', **extra))
+  monkeypatch.setattr(reader, 'BLOCK_SIZE', 2048)  # a few dozen rows per chunk
+  many = load_dataset(data_cfg(module, source, tmp_path / 'many', **extra))
+  assert one.spec == many.spec
+  a, b = _columns(one), _columns(many)
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_allclose(b[key], a[key], rtol=1e-6, atol=1e-6, err_msg=str(key))
+  for s in one.splits:
+    for name, m in one.splits[s].get('multi', {}).items():
+      np.testing.assert_array_equal(many.splits[s]['multi'][name], m)
+
+
+def test_id_counts_switch_from_a_dense_range_to_hashing():
+  from midpg_jax.data import fit
+  counts = fit.IdCounts()
+  counts.add(encode.pa.array([5, 6, 6, 7], encode.pa.int64()))
+  assert counts.dense is not None
+  counts.add(encode.pa.array([6, -3, 10**12, 10**12], encode.pa.int64()))  # too wide a range
+  assert counts.dense is None
+  assert counts.vocabulary(1).tolist() == [-3, 5, 6, 7, 10**12]
+  assert counts.vocabulary(2).tolist() == [6, 10**12]
+  lookup = encode.IdLookup(counts.vocabulary(1))
+  assert lookup.table is None  # a wide vocabulary is looked up by hashing
+  np.testing.assert_array_equal(lookup(np.array([10**12, 4, -3])), [5, 0, 1])
+  narrow = encode.IdLookup(np.array([3, 9]))
+  np.testing.assert_array_equal(narrow(np.array([9, 3, 4, -1, 100])), [2, 1, 0, 0, 0])

@@ -102,7 +102,7 @@ def find_files(directory: str, pattern: str, what: str, instructions: str = '',
 def read_chunks(path: str, kinds: Mapping[str, str], split, *, delimiter: str = ',',
                 column_names: Sequence[str] | None = None, json_lines: bool = False,
                 keep: Callable[[dict], np.ndarray] | None = None, progress: bool = False,
-                block_size: int = 1 << 24) -> Iterator[Chunk]:
+                block_size: int | None = None) -> Iterator[Chunk]:
   """Chunks of file `path` (CSV, or JSON lines), every row of split `split` (a name, or a callable
   (first row index in the file, n) -> (n,) int8 split indices). `keep(columns) -> bool mask`
   drops rows after they were checked."""
