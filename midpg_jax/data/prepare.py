@@ -15,7 +15,7 @@ the dataset modules only say which files to read and how to split them (a `sourc
 
 Peak memory does not depend on the number of rows: it is one chunk (16 MB of text and its columns)
 plus the counts of the vocabularies (see fit.py), plus, for datasets split by time or at random,
-9 bytes a row during the first pass (sources.py).
+17 bytes a row while computing the split, then 1 (sources.py).
 
 Everything is written into a temporary folder beside `prepared_dir`, then renamed into place: a
 failed run never leaves a half-written dataset and never touches one prepared earlier.
