@@ -5,10 +5,12 @@
       --generate_aliccp_rows=1000000
 
 1. (optional) writes a random Ali-CCP-format training file of --generate_aliccp_rows rows (plus
-   validation and test files a tenth that size) into config.data.manual_dir;
+   validation and test files a tenth that size; scripts/make_aliccp_like.py) into
+   config.data.manual_dir;
 2. prepares the dataset (timed; reused when already prepared);
-3. pipeline: rows/s of `pipeline.train_batches` on the memory-mapped training columns (host batch
-   assembly, as the trainer's prefetch thread runs it), also with `jax.device_put`;
+3. pipeline: rows/s of `pipeline.train_batches` (shuffled, see pipeline.EpochOrder) on the
+   memory-mapped training columns (host batch assembly, as the trainer's prefetch thread runs
+   it), also with `jax.device_put`, and of one of two processes reading only its half;
 4. training: examples/s of the jitted train step alone (batches already on the device) and of
    the trainer's loop shape (pipeline + prefetch thread + step).
 """
@@ -19,15 +21,15 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import resource  # noqa: E402
+
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.csv as pacsv  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from midpg_jax import trainer  # noqa: E402
-from midpg_jax.data import aliccp, load_dataset, pipeline  # noqa: E402
+from midpg_jax.data import load_dataset, pipeline  # noqa: E402
+from scripts.make_aliccp_like import write_aliccp_like  # noqa: E402
 from midpg_jax.train_state import make_train_step, model_inputs  # noqa: E402
 
 config_flags.DEFINE_config_file('config', 'configs/aliccp.py', 'Training config file.')
@@ -36,24 +38,6 @@ flags.DEFINE_integer('generate_aliccp_rows', 0, 'If > 0, first write a random Al
 flags.DEFINE_integer('batches', 300, 'Pipeline batches to time.')
 flags.DEFINE_integer('steps', 60, 'Train steps to time.')
 FLAGS = flags.FLAGS
-
-
-def write_fake_aliccp(directory: str, rows: int, seed: int = 0) -> None:
-  """Random rows in Ali-CCP's CSV format: Zipf ids, 20 % clicks, 5 % of clicks purchase."""
-  rng = np.random.default_rng(seed)
-  sparse, dense = aliccp.SPARSE_COLUMNS, aliccp.DENSE_COLUMNS
-  header = ['click', 'purchase', *sparse[:18], '301', *sparse[18:], *dense]
-  caps = dict(zip(sparse, (2, 9, 3, 8, 8, 3, 3, 3, 3, 400_000, 100_000, 80_000, 60_000, 10_000,
-                           800, 100, 1000, 500, 20, 20, 20, 20)))
-  os.makedirs(directory, exist_ok=True)
-  for name, n in (('ali_ccp_train.csv', rows), ('ali_ccp_val.csv', rows // 10),
-                  ('ali_ccp_test.csv', rows // 10)):
-    click = (rng.random(n) < 0.2).astype(np.int64)
-    cols = {'click': click, 'purchase': click * (rng.random(n) < 0.05),
-            '301': rng.choice([1, 2, 3], n, p=[0.6, 0.3, 0.1])}
-    cols.update({c: np.minimum(rng.zipf(1.3, n), caps[c]) for c in sparse})
-    cols.update({c: rng.random(n).round(4) for c in dense})
-    pacsv.write_csv(pa.table({c: cols[c] for c in header}), os.path.join(directory, name))
 
 
 def rate(fn, count: int, unit_per_item: int) -> float:
@@ -68,7 +52,7 @@ def main(argv):
   config = FLAGS.config
   if FLAGS.generate_aliccp_rows > 0:
     start = time.perf_counter()
-    write_fake_aliccp(config.data.manual_dir, FLAGS.generate_aliccp_rows)
+    write_aliccp_like(config.data.manual_dir, FLAGS.generate_aliccp_rows)
     path = os.path.join(config.data.manual_dir, 'ali_ccp_train.csv')
     print(f'wrote {FLAGS.generate_aliccp_rows:,} rows ({os.path.getsize(path) / 1e6:.0f} MB) to '
           f'{path} in {time.perf_counter() - start:.1f}s')
@@ -101,8 +85,19 @@ def main(argv):
         break
     return done
 
+  def process_share(count, processes=2):  # what process 0 of `processes` reads: its rows only
+    done = 0
+    for _ in pipeline.train_batches(train, batch_size, 0, 4, process_index=0,
+                                    process_count=processes):
+      done += 1
+      if done == count:
+        break
+    return done
+
   host_batches(3)  # touch the pages once
   pipe_rate = rate(host_batches, FLAGS.batches, batch_size)
+  share_rate = rate(process_share, FLAGS.batches, batch_size // 2)
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
   pipe_dev_rate = rate(device_batches, FLAGS.batches, batch_size)
 
   _, model, tx, state, _ = trainer.setup(config, dataset)
@@ -139,6 +134,10 @@ def main(argv):
         f'{config.model.name}')
   print(f'pipeline (host batches from memory-mapped columns): {pipe_rate:12,.0f} rows/s')
   print(f'pipeline + jax.device_put:                          {pipe_dev_rate:12,.0f} rows/s')
+  print(f'one of 2 processes (its half of each batch):        {share_rate:12,.0f} rows/s')
+  print(f'peak resident memory after the pipeline runs:       {rss:12.2f} GB '
+        f'(training columns: {sum(a.nbytes for a in train.values() if hasattr(a, "nbytes")) / 1e9:.2f} GB'
+        ' memory-mapped)')
   print(f'train step alone (batches already on device):       {step_rate:12,.0f} examples/s')
   print(f'trainer loop (pipeline + prefetch thread + step):   {loop_rate:12,.0f} examples/s')
   print(f'pipeline / train step: {pipe_rate / step_rate:.1f}x '

@@ -3,8 +3,10 @@
   python scripts/prepare_data.py --config configs/iaac.py --config.data.manual_dir=<folder>
 
 Writes the columnar dataset that training memory-maps into config.data.prepared_dir (default
-data_cache/<name>); a dataset prepared there before with the same data config is reused, not
-rebuilt (--config.data.rebuild=True prepares again and replaces it once complete). Training
+data_cache/<name>); a dataset prepared there before with the same data config from the same
+source files (path, size, modification time) is reused, not rebuilt; changed sources are prepared
+again, with a line saying why (--config.data.rebuild=True prepares again anyway and replaces it
+once complete). Training
 prepares on first use too; this script just does it ahead and shows the result.
 
 --tfds_data_dir=<folder> also builds the dataset's TFDS builder (array_record files of the raw

@@ -107,3 +107,19 @@ def test_eval_batches_cover_each_row_exactly_once(ds, processes):
       seen.extend(b['row'][b['weight'] > 0])
   assert len(set(counts)) == 1
   assert sorted(seen) == list(range(1234))
+
+
+@pytest.mark.parametrize('n', [1, 1000, 10_000, 10_007])
+def test_epoch_order_is_a_permutation_computed_window_by_window(n):
+  # Small blocks and windows, so 10k rows span several windows and a partial last block.
+  order = pipeline.EpochOrder(n, seed=3, epoch=1, block_rows=16, window_rows=1024)
+  whole = order.rows(0, n)
+  assert sorted(whole.tolist()) == list(range(n))
+  again = pipeline.EpochOrder(n, seed=3, epoch=1, block_rows=16, window_rows=1024)
+  pieces = np.concatenate([again.rows(lo, min(n, lo + 333)) for lo in range(0, n, 333)])
+  np.testing.assert_array_equal(pieces, whole)  # any slicing (resume, processes) agrees
+  if n >= 1000:
+    other = pipeline.EpochOrder(n, seed=3, epoch=2, block_rows=16, window_rows=1024).rows(0, n)
+    assert not np.array_equal(other, whole)
+    # Shuffled, not just block-rotated: neighbours in the order are rarely neighbouring rows.
+    assert np.mean(np.abs(np.diff(whole)) == 1) < 0.05

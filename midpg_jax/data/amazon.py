@@ -66,7 +66,7 @@ def _read(path: str, kinds: dict, cfg):
 
 def source(cfg) -> prepare.Source:
   """Every category's file; the time split over all of them needs a first pass over the time
-  column (8 bytes a row, then a 1-byte split per row)."""
+  column (8 bytes a row and its sort order while computing, then a 1-byte split per row)."""
   directory = prepare.manual_dir(cfg, INSTRUCTIONS)
   field, rating, when = str(cfg.scenario_field), str(cfg.rating_column), str(cfg.time_column)
   kinds = schema(cfg).kinds(exclude=(field, str(cfg.label)))

@@ -2,7 +2,7 @@
 
 Memory is bounded by the vocabularies, not by the number of rows:
 * `IdCounts` counts integer ids in a dense array over their range while that range is below
-  `DENSE_SPAN` values (4 bytes per value of the range; ~10x faster than hashing), else (and for
+  `DENSE_SPAN` values (8 bytes per value of the range; ~10x faster than hashing), else (and for
   string tokens) as hashed (value, count) pairs: about 16-40 bytes per distinct value;
 * `Moments` keeps count, mean, M2, min and max per dense column (merged chunk by chunk, Chan et al.);
 * scenario values are counted per split with the place each was first seen.

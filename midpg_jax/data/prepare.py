@@ -9,12 +9,13 @@ the dataset modules only say which files to read and how to split them (a `sourc
    the scenario values; check the scenario values of validation / test; fit the `Encoder`
    (encode.py): vocabularies with `min_count` (id 0 = out of vocabulary), dense scaling, the
    scenario mapping to [0, S);
-3. second pass (store.py): the same chunks, encoded by the Encoder, written straight into
+3. second pass (store.py): the same chunks, read back from the first pass's spill (spill.py: an
+   Arrow file, so the text is parsed once), encoded by the Encoder, written straight into
    memory-mapped `.npy` files of the row counts of the first pass.
 
 Peak memory does not depend on the number of rows: it is one chunk (16 MB of text and its columns)
 plus the counts of the vocabularies (see fit.py), plus, for datasets split by time or at random,
-9 bytes a row during the first pass (sources.py).
+17 bytes a row while computing the split, then 1 (sources.py).
 
 Everything is written into a temporary folder beside `prepared_dir`, then renamed into place: a
 failed run never leaves a half-written dataset and never touches one prepared earlier.
@@ -41,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from midpg_jax.data import encode, fit, store
+from midpg_jax.data import encode, fit, spill, store
 from midpg_jax.data.encode import MultiField
 from midpg_jax.data.schema import Columns, FeatureSpec
 from midpg_jax.data.sources import (SPLITS, Chunk, RowSplits, Source, chunk_of,  # noqa: F401
@@ -119,14 +120,17 @@ def _dense(chunk: Chunk, names) -> np.ndarray:  # (n, D) float64, unscaled
       zero_copy_only=False) for c in names], axis=1)
 
 
-def fit_pass(source: Source, schema: Schema, cfg) -> tuple[encode.Encoder, dict[str, int]]:
-  """Reads every chunk once: fits the Encoder on the training rows, counts the rows per split."""
+def fit_pass(source: Source, schema: Schema, cfg,
+             keep: spill.Spill) -> tuple[encode.Encoder, dict[str, int]]:
+  """Reads every chunk once: fits the Encoder on the training rows, counts the rows per split;
+  keeps the chunks in `keep` for the second pass."""
   counts = {name: fit.IdCounts() for name in (*schema.cat, *(m.name for m in schema.multi))}
   moments = fit.Moments(len(schema.dense))
   seen = fit.ScenarioSeen()
   rows = {s: 0 for s in SPLITS}
   files = {s: set() for s in SPLITS}
   for chunk in source.chunks():
+    keep.add(chunk)
     for split, part in chunk.by_split():
       rows[split] += len(part)
       files[split].add(part.source)
@@ -143,29 +147,33 @@ def fit_pass(source: Source, schema: Schema, cfg) -> tuple[encode.Encoder, dict[
       raise DataError(f'dataset {cfg.name!r}: the {split} split is empty (source: '
                       f'{sorted(files[split]) or sorted(source.files)}); check the files and the '
                       'split settings')
+  keep.close()
   values = fit.scenario_values(seen, schema.scenario, tuple(cfg.get('scenario_values', ())),
                                SPLITS)
   return fit.fit_encoder(schema, cfg, counts, moments, values), rows
 
 
-def write_pass(source: Source, encoder: encode.Encoder, rows: dict[str, int],
+def write_pass(chunks: Iterable[Chunk], encoder: encode.Encoder, rows: dict[str, int],
                directory: str) -> dict:
-  """Reads every chunk again and writes its encoded columns; returns the split summaries."""
+  """Encodes every chunk and writes its columns; returns the split summaries."""
   writer = store.ColumnWriter(directory, encoder.spec, rows)
-  for chunk in source.chunks():
+  for chunk in chunks:
     for split, part in chunk.by_split():
       writer.write(split, encoder.encode(part.columns, source=part.source, lines=part.lines))
   if writer.filled != rows:
-    raise DataError(f'the source files changed while they were being prepared (rows per split '
-                    f'{rows} in the first pass, {writer.filled} in the second)')
+    raise RuntimeError(f'rows per split {rows} in the first pass, {writer.filled} in the second')
   return writer.close()
 
 
 def prepare_into(directory: str, source: Source, schema: Schema, cfg) -> dict:
   """Prepares the dataset into the (new, empty) `directory`; returns its meta.json content."""
   start = time.perf_counter()
-  encoder, rows = fit_pass(source, schema, cfg)
-  summary = write_pass(source, encoder, rows, directory)
+  keep = spill.Spill(os.path.join(directory, '.first_pass.arrow'), schema.kinds())
+  try:
+    encoder, rows = fit_pass(source, schema, cfg, keep)
+    summary = write_pass(keep.chunks(), encoder, rows, directory)
+  finally:
+    keep.remove()
   encoder.save(directory)
   spec = encoder.spec
   with open(os.path.join(directory, 'feature_spec.json'), 'w') as f:
@@ -214,6 +222,10 @@ def load_or_prepare(cfg, make_source: Callable[[], Source],
   fp = fingerprint(cfg)
   rebuild = bool(cfg.get('rebuild', False))
   meta = read_meta(target)
+  if meta is not None and meta.get('format_version') != store.FORMAT_VERSION:
+    _say(cfg, f'{target} was prepared by another version of this code (format '
+         f'{meta.get("format_version")}, now {store.FORMAT_VERSION}): preparing it again')
+    rebuild = True
   if meta is not None and not rebuild and meta.get('fingerprint') != fp:
     diff = _config_diff(meta.get('config', {}), store.fingerprinted_config(cfg))
     raise DataError(f'{target} holds dataset {meta.get("name")!r} prepared with other settings '

@@ -88,21 +88,32 @@ def validate_columns(columns: Mapping[str, np.ndarray], spec: FeatureSpec, where
   if columns['dense'].shape[1:] != (spec.num_dense,):
     raise ValueError(f'{where}: dense has shape {columns["dense"].shape}, '
                      f'expected (N, {spec.num_dense})')
-  label = columns['label']
+  # Row blocks, so a memory-mapped split of any size is checked without full-size temporaries.
+  for lo in range(0, n, _VALIDATE_ROWS):
+    _validate_rows(columns, spec, where, lo, min(n, lo + _VALIDATE_ROWS))
+
+
+_VALIDATE_ROWS = 1 << 20
+
+
+def _validate_rows(columns, spec: FeatureSpec, where: str, lo: int, hi: int) -> None:
+  label = np.asarray(columns['label'][lo:hi])
   bad = ~np.isin(label, (0.0, 1.0))
   if bad.any():
     i = int(np.argmax(bad))
-    raise ValueError(f'{where}: label outside {{0, 1}} at row {i}: {label[i]!r}')
-  if not np.isfinite(columns['dense']).all():
-    i = int(np.argmax(~np.isfinite(columns['dense']).all(axis=1)))
-    raise ValueError(f'{where}: non-finite dense feature at row {i}')
-  s = columns['scenario']
+    raise ValueError(f'{where}: label outside {{0, 1}} at row {lo + i}: {label[i]!r}')
+  dense = np.asarray(columns['dense'][lo:hi])
+  if not np.isfinite(dense).all():
+    i = int(np.argmax(~np.isfinite(dense).all(axis=1)))
+    raise ValueError(f'{where}: non-finite dense feature at row {lo + i}')
+  s = np.asarray(columns['scenario'][lo:hi])
   if s.min() < 0 or s.max() >= spec.num_scenarios:
     i = int(np.argmax((s < 0) | (s >= spec.num_scenarios)))
-    raise ValueError(f'{where}: scenario id {s[i]} at row {i} is outside [0, {spec.num_scenarios})')
-  cat = columns['cat']
+    raise ValueError(f'{where}: scenario id {s[i]} at row {lo + i} is outside '
+                     f'[0, {spec.num_scenarios})')
+  cat = np.asarray(columns['cat'][lo:hi])
   vocab = np.asarray(spec.cat_vocab_sizes)
   if cat.size and ((cat < 0) | (cat >= vocab)).any():
     r, c = np.argwhere((cat < 0) | (cat >= vocab))[0]
-    raise ValueError(f'{where}: id {cat[r, c]} of field {spec.cat_names[c]!r} at row {r} '
+    raise ValueError(f'{where}: id {cat[r, c]} of field {spec.cat_names[c]!r} at row {lo + r} '
                      f'is outside its vocabulary [0, {vocab[c]})')

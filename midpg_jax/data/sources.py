@@ -2,10 +2,12 @@
 
 A dataset module turns `config.data` into a `Source`: the files it reads (checked against the ones
 a prepared dataset was made from) and `chunks()`, an iterator over `Chunk`s that gives the same
-rows in the same order each time it is called (preparation reads the data twice: fit, then write).
+rows in the same order each time it is called (preparation reads it once and spills it for the
+second pass; the TFDS builders read it too).
 
 Splits that need all rows at once stay bounded: a time split first reads only the time column
-(8 bytes a row, then 1 byte a row of split assignment), a seeded random split only counts rows.
+(8 bytes a row, plus 8 for its sort order, then 1 byte a row of split assignment), a seeded random
+split counts the rows first (its permutation: 8 bytes a row while computing).
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def find_files(directory: str, pattern: str, what: str, instructions: str = '',
 def read_chunks(path: str, kinds: Mapping[str, str], split, *, delimiter: str = ',',
                 column_names: Sequence[str] | None = None, json_lines: bool = False,
                 keep: Callable[[dict], np.ndarray] | None = None, progress: bool = False,
-                block_size: int = 1 << 24) -> Iterator[Chunk]:
+                block_size: int | None = None) -> Iterator[Chunk]:
   """Chunks of file `path` (CSV, or JSON lines), every row of split `split` (a name, or a callable
   (first row index in the file, n) -> (n,) int8 split indices). `keep(columns) -> bool mask`
   drops rows after they were checked."""
