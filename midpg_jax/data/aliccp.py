@@ -12,11 +12,17 @@ several files, read in name order), comma-separated with a header line:
   training rows of a small sample is still known);
 * every other column is an integer-encoded categorical id, except the 8 dense `D*` columns;
 * the three files are the train / validation / test splits.
+
+The raw Tianchi release (sample_skeleton_* + common_features_*) is read too, streaming, by
+`aliccp_raw.py`, which yields the same columns: `file_format='auto'` (default) picks it when
+`manual_dir` holds `sample_skeleton_train.csv[.gz]`.
 """
 
 from __future__ import annotations
 
-from midpg_jax.data import prepare, reader
+import numpy as np
+
+from midpg_jax.data import aliccp_raw, prepare, reader, sources
 
 NAME = 'aliccp'
 
@@ -28,9 +34,8 @@ full preprocessed files; its *_sample.csv files show the format):
 with the header click,purchase,101,...,301,...,D853 (33 columns, all ids integer-encoded).
 Put them into one folder and pass it as --config.data.manual_dir=<folder>. Other names:
 --config.data.train_files / validation_files / test_files (glob patterns; .csv.gz also works).
-The raw Tianchi release (https://tianchi.aliyun.com/dataset/408, sample_skeleton_*.csv and
-common_features_*.csv) must first be converted into that format; this project does not do that.
-"""
+Or the raw Tianchi release instead (read directly, streaming; midpg_jax/data/aliccp_raw.py):
+""" + aliccp_raw.INSTRUCTIONS
 
 SPARSE_COLUMNS = ('101', '121', '122', '124', '125', '126', '127', '128', '129', '205', '206',
                   '207', '210', '216', '508', '509', '702', '853', '109_14', '110_14', '127_14',
@@ -45,7 +50,9 @@ def data_config():
       validation_files='ali_ccp_val*.csv',
       test_files='ali_ccp_test*.csv',
       exclude_files=('*_sample.csv', '*_sample.csv.gz'),
-      file_format='swr_csv',  # the reader in COLUMN_READERS
+      # 'auto': the raw Tianchi release when manual_dir holds sample_skeleton_train.csv[.gz],
+      # else the Scenario-Wise-Rec CSV form; or force 'raw_release' / 'swr_csv'.
+      file_format='auto',
       scenario_field='301',
       scenario_values=(1, 2, 3),
       label='purchase',
@@ -80,18 +87,49 @@ def csv_column_chunks(path: str, kinds: dict, progress: bool):
 COLUMN_READERS = {'swr_csv': csv_column_chunks}
 
 
+FILE_FORMATS = ('auto', 'raw_release', *COLUMN_READERS)
+
+
+def raw_release_source(cfg, keep) -> prepare.Source:
+  """The raw release's four files, streamed as chunks of Scenario-Wise-Rec columns per split."""
+  directory = prepare.manual_dir(cfg, INSTRUCTIONS)
+  skeletons = {part: aliccp_raw.release_file(directory, f'sample_skeleton_{part}')
+               for part in ('train', 'test')}
+  files = [*skeletons.values(),
+           *(aliccp_raw.release_file(directory, f'common_features_{part}')
+             for part in ('train', 'test'))]
+  wanted = set(schema(cfg).kinds()) | {str(cfg.click_column)}
+
+  def chunks():
+    for split in sources.SPLITS:
+      path = skeletons['train' if split == 'train' else 'test']
+      for columns, _ in aliccp_raw.iter_raw_aliccp(directory, split, progress=bool(cfg.progress)):
+        lines = np.asarray(columns[aliccp_raw.LINE].to_numpy(), np.int64)
+        chunk = sources.Chunk({k: v for k, v in columns.items() if k in wanted}, path, lines,
+                              split)
+        yield chunk if keep is None else chunk.take(np.asarray(keep(columns), bool))
+
+  return prepare.Source(files=files, chunks=chunks)
+
+
 def source(cfg) -> prepare.Source:
-  files = split_files(cfg)
   kinds = schema(cfg).kinds()
   click = str(cfg.click_column)
   keep = None
   if cfg.clicked_only:
     kinds.setdefault(click, 'label')
     keep = lambda columns: columns[click].to_numpy() == 1  # noqa: E731
-  if str(cfg.file_format) not in COLUMN_READERS:
+  file_format = str(cfg.file_format)
+  if file_format not in FILE_FORMATS:
     raise prepare.ConfigError(f'unknown config.data.file_format {cfg.file_format!r}; known: '
-                              f'{sorted(COLUMN_READERS)}')
-  read = COLUMN_READERS[str(cfg.file_format)]
+                              f'{list(FILE_FORMATS)}')
+  if file_format == 'auto':
+    file_format = ('raw_release' if aliccp_raw.detect_raw_release(
+        prepare.manual_dir(cfg, INSTRUCTIONS)) else 'swr_csv')
+  if file_format == 'raw_release':
+    return raw_release_source(cfg, keep)
+  files = split_files(cfg)
+  read = COLUMN_READERS[file_format]
 
   def chunks():
     for split, paths in files.items():

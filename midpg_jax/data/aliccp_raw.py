@@ -99,7 +99,8 @@ def detect_raw_release(directory: str) -> bool:
   return _path(directory, 'sample_skeleton_train') is not None
 
 
-def _require(directory: str, stem: str) -> str:
+def release_file(directory: str, stem: str) -> str:
+  """The path of the release's file `stem` (.csv or .csv.gz); DataError naming it if absent."""
   p = _path(directory, stem)
   if p is None:
     raise DataError(f'Ali-CCP raw release: {stem}.csv (or .csv.gz) is not in {directory!r}.\n'
@@ -210,7 +211,7 @@ def _skeleton_chunks(path: str, chunk_rows: int, progress: bool):
 def scenario_ids(directory: str, progress: bool = False) -> dict[int, int]:
   """{raw feature id of field 301: 1, 2, 3} in order of first appearance in the training
   skeleton's kept rows (SWR's re-indexing); reads only until the three are seen."""
-  path = _require(directory, 'sample_skeleton_train')
+  path = release_file(directory, 'sample_skeleton_train')
   slot = SPARSE_FIELDS.index(SCENARIO_FIELD)
   codes: dict[int, int] = {}
   for _, _, ids, present, _, _, _ in _skeleton_chunks(path, 1 << 14, progress):
@@ -235,8 +236,8 @@ def iter_raw_aliccp(directory: str, split: str, *, chunk_rows: int = 1 << 15,
   if split not in SPLITS:
     raise ValueError(f'split must be one of {SPLITS}, not {split!r}')
   part = 'train' if split == 'train' else 'test'
-  skeleton = _require(directory, f'sample_skeleton_{part}')
-  common = _common_table(_require(directory, f'common_features_{part}'), progress)
+  skeleton = release_file(directory, f'sample_skeleton_{part}')
+  common = _common_table(release_file(directory, f'common_features_{part}'), progress)
   codes = scenario_ids(directory)
   raw_301 = np.array(list(codes), np.int64)
   slot_301 = SPARSE_FIELDS.index(SCENARIO_FIELD)
