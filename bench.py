@@ -74,6 +74,9 @@ def parse_args(argv=None):
   p.add_argument('--models', default=None,
                  help='comma-separated zoo models (star,mmoe,ple): instead of MI-DPG, each '
                  'model\'s JAX train step vs its PyTorch reference, eager and torch.compile')
+  p.add_argument('--zoo-routings', default='',
+                 help='for --models, also time the JAX models with these other '
+                 'model.zoo_scenario_matmul values (comma-separated; ratios stay for the config\'s)')
   p.add_argument('--zoo-loops', default='subset',
                  help='the PyTorch references\' scenario loops for --models: subset, masked or '
                  'both (comma-separated)')
@@ -743,6 +746,10 @@ def make_zoo_contenders(args, config) -> list:
     routing = config.model.zoo_scenario_matmul
     cs.append(ZooJaxContender(f'{name}/jax', config, {'name': name},
                               label=f'JAX {name} ({routing})'))
+    for other in [r for r in args.zoo_routings.split(',') if r and r != routing]:
+      cs.append(ZooJaxContender(f'{name}/jax_{other}', config,
+                                {'name': name, 'zoo_scenario_matmul': other},
+                                label=f'JAX {name} ({other})'))
     for loop in loops:
       cs.append(ZooTorchContender(f'{name}/torch_eager_{loop}', config, name, loop=loop,
                                   label=f'PyTorch eager {name} ({loop} loop)'))
