@@ -4,6 +4,7 @@
   python bench.py --quick          # batch 1k and 4k, fewer repetitions (a few minutes)
   python bench.py --vocab-sweep    # also step time vs embedding-table size, dense vs row-sparse
   python bench.py --dtype bf16     # bfloat16 compute (float32 master weights), e.g. on a GPU
+  python bench.py --models star,mmoe,ple --batch-sizes 4096   # the zoo vs its PyTorch references
 
 Everything runs in one process and the contenders *alternate* (each repetition times every
 contender once, in a rotating order), so a noisy, shared machine slows them alike and the ratios
@@ -69,6 +70,15 @@ def parse_args(argv=None):
                  '10000,100000,1000000,10000000; quick: up to 1000000)')
   p.add_argument('--sweep-batch', type=int, default=4096)
   p.add_argument('--matmul-size', type=int, default=2048, help='n of the n x n peak matmul')
+  p.add_argument('--models', default=None,
+                 help='comma-separated zoo models (star,mmoe,ple): instead of MI-DPG, each '
+                 'model\'s JAX train step vs its PyTorch reference, eager and torch.compile')
+  p.add_argument('--zoo-routings', default='',
+                 help='for --models, also time the JAX models with these other '
+                 'model.zoo_scenario_matmul values (comma-separated; ratios stay for the config\'s)')
+  p.add_argument('--zoo-loops', default='subset',
+                 help='the PyTorch references\' scenario loops for --models: subset, masked or '
+                 'both (comma-separated)')
   p.add_argument('--probe-memory', default=None, help=argparse.SUPPRESS)  # internal
   p.add_argument('--probe-batch', type=int, default=0, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
@@ -658,6 +668,185 @@ def run_vocab_sweep(args, config, results):
 
 
 # ---------------------------------------------------------------------------------------------
+# The zoo against its PyTorch references (`--models star,mmoe,ple`; reference/torch_zoo.py)
+
+class ZooJaxContender(JaxContender):
+  """A zoo model's JAX train step, with its `model_state` (STAR's running statistics)."""
+
+  def build(self, spec, sample_batch):
+    if self.dtype != 'f32':
+      raise SystemExit('--models measures float32 only')
+    self.model = build_model(self.config.model, spec)
+    self.tx = make_optimizer(self.config.train, 1_000_000)
+    t0 = time.perf_counter()
+    variables = dict(jax.jit(lambda k: init_variables(self.model, sample_batch, k))(
+        jax.random.key(0)))
+    params = variables.pop('params')
+    self.state = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                            opt_state=self.tx.init(params), rng=jax.random.key(1))
+    jax.block_until_ready(self.state)
+    self.init_s = time.perf_counter() - t0
+    self.train_step = jax.jit(make_train_step(self.model, self.tx, 0.0),
+                              donate_argnums=(0,) if self.donate else ())
+    self.predict_step = jax.jit(make_predict_step(self.model))
+    return self
+
+
+class ZooTorchContender(TorchContender):
+  """A zoo model's PyTorch reference: eager or torch.compile, one scenario loop form."""
+
+  def __init__(self, name, config, model_name, compiled=False, loop='subset', label=None):
+    super().__init__(name, config, compiled=compiled, model_name=model_name, label=label)
+    self.loop = loop
+
+  def build(self, spec, sample_batch):
+    from reference import torch_midpg as tm
+    from reference import torch_zoo as tz
+    self.tm = tm
+    torch.manual_seed(0)
+    model = self.model = tz.build_torch_zoo_model(self.config.model, spec, self.loop)
+    model.to(self.device).train()
+    self.opt = tm.make_adam(model, lr=float(self.config.train.learning_rate))
+
+    def loss_of(b):
+      return tm.loss_fn(model(b), b, 0.0)[0]
+
+    def forward(b):
+      return torch.sigmoid(model(b)['logits'])
+
+    if self.compiled:  # dynamic=True: the 'subset' loop's mask sizes change with every batch
+      loss_of, forward = torch.compile(loss_of, dynamic=True), torch.compile(forward, dynamic=True)
+      self._opt_step = torch.compile(self.opt.step)
+    else:
+      self._opt_step = self.opt.step
+    self._loss, self._forward, self.init_s = loss_of, forward, 0.0
+    return self
+
+  def predict(self, k):
+    self.model.eval()  # inference reads STAR's running statistics, as the JAX predict step does
+    try:
+      return super().predict(k)
+    finally:
+      self.model.train()
+
+
+def make_zoo_contenders(args, config) -> list:
+  """Per model: JAX (the config's zoo settings), PyTorch eager and torch.compile per loop form."""
+  from reference import torch_zoo as tz
+  if torch is None or args.no_torch:
+    raise SystemExit('--models compares against PyTorch: install torch (requirements-bench.txt)')
+  loops = [l for l in args.zoo_loops.split(',') if l]
+  if set(loops) - set(tz.SCENARIO_LOOPS) or not loops:
+    raise SystemExit(f'--zoo-loops takes {tz.SCENARIO_LOOPS}, got {args.zoo_loops!r}')
+  cs = []
+  for name in args.models.split(','):
+    if name not in tz.MODELS:
+      raise SystemExit(f'--models: no PyTorch reference for {name!r}; choose from {tz.MODELS}')
+    routing = config.model.zoo_scenario_matmul
+    cs.append(ZooJaxContender(f'{name}/jax', config, {'name': name},
+                              label=f'JAX {name} ({routing})'))
+    for other in [r for r in args.zoo_routings.split(',') if r and r != routing]:
+      cs.append(ZooJaxContender(f'{name}/jax_{other}', config,
+                                {'name': name, 'zoo_scenario_matmul': other},
+                                label=f'JAX {name} ({other})'))
+    for loop in loops:
+      cs.append(ZooTorchContender(f'{name}/torch_eager_{loop}', config, name, loop=loop,
+                                  label=f'PyTorch eager {name} ({loop} loop)'))
+      if not args.no_compile:
+        cs.append(ZooTorchContender(f'{name}/torch_compile_{loop}', config, name, compiled=True,
+                                    loop=loop, label=f'torch.compile {name} ({loop} loop)'))
+  return cs
+
+
+def run_zoo(args, config, results):
+  """Every zoo contender in one alternating run per batch size; ratios against the fastest torch
+  contender of each kind (eager / compile) of the same model."""
+  contenders = make_zoo_contenders(args, config)
+  results['zoo'] = {}
+  for bs in args.batch_sizes:
+    print(f'\n== zoo, batch {bs}', flush=True)
+    ds, host = make_data(config, bs)
+    for c in contenders:
+      if getattr(c, 'model', None) is None:
+        t0 = time.perf_counter()
+        c.build(ds.spec, host[0] if c.framework == 'jax' else None)
+        print(f'  built {c.name} ({time.perf_counter() - t0:.1f}s)', flush=True)
+        if c.framework == 'torch':  # same model on both sides: the same parameter shapes
+          from reference import torch_zoo as tz
+          jax_twin = next(j for j in contenders if j.name == c.name.split('/')[0] + '/jax')
+          if (jax.tree.map(np.shape, tz.params_as_jax_tree(c.model))
+              != jax.tree.map(np.shape, jax.device_get(jax_twin.state.params))):
+            raise SystemExit(f'{c.name}: the JAX model and its PyTorch reference differ in '
+                             'their parameters (is build_model the same model?)')
+      c.stage(host)
+      w = c.warmup()
+      print(f'  warm-up {c.name}: {w:.1f}s (incl. compilation)', flush=True)
+      results['compile_s'].setdefault(c.name, {})[str(bs)] = w
+    train = alternate(contenders, 'train', args.steps, args.reps)
+    infer = alternate(contenders, 'predict', args.steps, args.reps)
+    row = results['zoo'].setdefault(str(bs), {})
+    for c in contenders:
+      model, kind = c.name.split('/')
+      row.setdefault(model, {})[kind] = {
+          'label': c.label, 'train_step': stats(train[c.name]),
+          'train_examples_per_s': bs / float(np.median(train[c.name])),
+          'predict_step': stats(infer[c.name]),
+          'predict_examples_per_s': bs / float(np.median(infer[c.name]))}
+    for model, entries in row.items():
+      jax_ms = entries['jax']['train_step']['median_ms']
+      ratios = {}
+      for kind in ('torch_eager', 'torch_compile'):
+        best = min(((e['train_step']['median_ms'], k) for k, e in entries.items()
+                    if k.startswith(kind)), default=None)
+        ratios[f'jax_speedup_vs_{kind}'] = best[0] / jax_ms if best else None
+        ratios[f'best_{kind}'] = best[1] if best else None
+      entries['ratios'] = ratios
+      print(f'  {model:6s} JAX {jax_ms:8.1f} ms | ' + ' | '.join(
+          f'{k} {e["train_step"]["median_ms"]:8.1f} ms' for k, e in entries.items()
+          if k.startswith('torch')) + ' | JAX speed-up: ' + ', '.join(
+          f'{v:.2f}x vs {k[len("jax_speedup_vs_"):]}' for k, v in ratios.items()
+          if k.startswith('jax_speedup') and v), flush=True)
+    for c in contenders:
+      c.batches = None
+    save(args, results)
+  for c in contenders:  # free the compiled graphs before the report
+    c.model = None
+
+
+def zoo_markdown(results) -> str:
+  lines = ['', '| batch | model | contender | train step ms (median [p25-p75]) | train ex/s | '
+           'predict ex/s |', '|---|---|---|---|---|---|']
+  for bs, row in results.get('zoo', {}).items():
+    for model, entries in row.items():
+      for kind, e in entries.items():
+        if kind != 'ratios':
+          s = e['train_step']
+          lines.append(f"| {bs} | {model} | {e['label']} | {s['median_ms']:.1f} "
+                       f"[{s['p25_ms']:.1f}-{s['p75_ms']:.1f}] | "
+                       f"{e['train_examples_per_s']:,.0f} | {e['predict_examples_per_s']:,.0f} |")
+  lines += ['', '| batch | model | JAX train-step speed-up vs PyTorch eager (best loop) | '
+            'vs torch.compile (best loop) |', '|---|---|---|---|']
+  for bs, row in results.get('zoo', {}).items():
+    for model, entries in row.items():
+      r = entries['ratios']
+      cell = lambda k: (f"{r[f'jax_speedup_vs_{k}']:.2f}x ({r[f'best_{k}'].split('_')[-1]})"
+                        if r.get(f'jax_speedup_vs_{k}') else '-')
+      lines.append(f"| {bs} | {model} | {cell('torch_eager')} | {cell('torch_compile')} |")
+  return '\n'.join(lines) + '\n'
+
+
+def main_zoo(args, config, results, t_start):
+  run_zoo(args, config, results)
+  results['total_s'] = time.perf_counter() - t_start
+  save(args, results)
+  md = markdown(results) + zoo_markdown(results)
+  with open(os.path.join(args.out, 'bench.md'), 'w') as f:
+    f.write(md)
+  print('\n' + md)
+  print(f"wrote {args.out}/bench.json, bench.md ({results['total_s']:.0f}s)")
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 
 def save(args, results):
@@ -801,6 +990,8 @@ def main(args):
         f"XLA intra-op {THREADS} (XLA_FLAGS='{d['xla_flags']}'), torch "
         f"{d.get('torch_threads', '-')}", flush=True)
   t_start = time.perf_counter()
+  if args.models:
+    return main_zoo(args, config, results, t_start)
   results['matmul'] = matmul_rate(args.matmul_size, args.reps)
   print(f"f32 matmul {args.matmul_size}^2: " + ', '.join(
       f"{k} {v['gflops_median']:.1f} GFLOP/s" for k, v in results['matmul'].items()

@@ -1,0 +1,198 @@
+"""The PyTorch zoo references (reference/torch_{zoo,star,moe}.py) compute what the JAX STAR, MMoE,
+PLE and per-scenario-tower Shared-Bottom compute.
+
+The same parameters (a perturbed copy of the torch initialisation, in the Flax tree that
+`model.init` would build: structure and shapes checked against `jax.eval_shape`) go into both
+sides; logits, loss and one step's gradients must agree to float32 tolerance for both torch
+scenario loops ('subset' and 'masked'), STAR's running per-scenario statistics must get the same
+train-mode update (and give the same eval-mode logits), and two Adam steps through
+`make_train_step` must give the same parameters.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip(
+    'torch', reason='torch is not installed: `pip install -r requirements-bench.txt` '
+    '(`make test` does) to run the PyTorch parity tests')
+
+from midpg_jax import objective  # noqa: E402
+from midpg_jax.data import load_dataset, pipeline  # noqa: E402
+from midpg_jax.models import build_model  # noqa: E402
+from midpg_jax.models.layers import MLP  # noqa: E402
+from midpg_jax.models.scenario_ops import (ScenarioDense, ScenarioMLP,  # noqa: E402
+                                           embed_and_route, split_hidden)
+from midpg_jax.train_state import (TrainState, init_variables, make_optimizer,  # noqa: E402
+                                   make_train_step, model_inputs)
+from conftest import small_config  # noqa: E402
+from reference import torch_midpg as tm  # noqa: E402
+from reference import torch_zoo as tz  # noqa: E402
+
+RTOL, ATOL = 2e-4, 2e-5
+# PLE gets three widths so it has two extraction levels (the lower one with the shared gate).
+HIDDEN = {'star': (32, 16), 'mmoe': (32, 16), 'ple': (32, 16, 8), 'shared_bottom': (32, 16)}
+
+
+class SharedBottomTowers(nn.Module):
+  """The per-scenario-tower Shared-Bottom (as written on branch h-midpg), used while
+  `build_model`'s 'shared_bottom' is still the scenario-blind backbone."""
+
+  spec: object
+  hidden: tuple
+  embed_dim: int
+  act: str
+  scenario_matmul: str
+
+  @nn.compact
+  def __call__(self, batch, train: bool = False):
+    x, routing = embed_and_route(self, batch)
+    bottom, top = split_hidden(self.hidden)
+    h = MLP(bottom, self.act, name='bottom')(x, train)
+    S = self.spec.num_scenarios
+    h = ScenarioMLP(top, S, self.act, name='towers')(h, routing, train)
+    return {'logits': routing.restore(ScenarioDense(1, S, name='tower_output')(h, routing)[:, 0])}
+
+
+def _jax_model(cfg, spec, batch):
+  model = build_model(cfg, spec)
+  if cfg.name == 'shared_bottom':
+    shapes = jax.eval_shape(lambda k: init_variables(model, batch, k), jax.random.key(0))
+    if 'towers' not in shapes['params']:
+      model = SharedBottomTowers(spec, tuple(cfg.hidden), int(cfg.embed_dim), cfg.activation,
+                                 cfg.zoo_scenario_matmul)
+  return model
+
+
+@pytest.fixture(scope='module')
+def data():
+  c = small_config()
+  c.data.num_train, c.data.num_val, c.data.num_test = 4_000, 1_000, 1_000
+  ds = load_dataset(c.data)
+  batch = model_inputs(next(pipeline.eval_batches(ds.splits['train'], 256)))
+  batch['weight'][-16:] = 0.0  # padding rows must be masked out identically
+  assert len(np.unique(batch['scenario'])) == ds.spec.num_scenarios  # every scenario present
+  return c, ds, batch
+
+
+def _setup(data, name, seed=3):
+  """(cfg, JAX model, torch model, params, model_state): shared, perturbed parameters."""
+  c, ds, batch = data
+  cfg = c.model.copy_and_resolve_references()
+  cfg.name, cfg.hidden = name, HIDDEN[name]
+  model = _jax_model(cfg, ds.spec, batch)
+  torch.manual_seed(seed)
+  tmodel = tz.build_torch_zoo_model(cfg, ds.spec)
+  init, state = tz.params_as_jax_tree(tmodel), tz.state_as_jax_tree(tmodel)
+  shapes = jax.eval_shape(lambda k: init_variables(model, batch, k), jax.random.key(0))
+  want = {'params': shapes['params'], **{k: v for k, v in shapes.items() if k != 'params'}}
+  got = {'params': init, **state}
+  assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+  assert jax.tree.map(np.shape, got) == jax.tree.map(lambda s: s.shape, want)
+  # Noise makes every per-scenario weight differ from its init (ones / zeros) and the running
+  # statistics non-trivial (variances stay positive).
+  rng = np.random.default_rng(seed)
+  params = jax.tree.map(lambda x: jnp.asarray(x + 0.05 * rng.standard_normal(x.shape),
+                                              jnp.float32), init)
+  state = jax.tree.map(lambda x: jnp.asarray(x + 0.1 * np.abs(rng.standard_normal(x.shape)),
+                                             jnp.float32), state)
+  return cfg, model, params, state
+
+
+def _assert_trees_close(got, want, rtol=RTOL, atol=ATOL):
+  flat_got = dict(jax.tree_util.tree_leaves_with_path(got))
+  flat_want = dict(jax.tree_util.tree_leaves_with_path(want))
+  assert set(flat_got) == set(flat_want)
+  for path, w in flat_want.items():
+    np.testing.assert_allclose(np.asarray(flat_got[path]), np.asarray(w), rtol=rtol, atol=atol,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize('name', tz.MODELS)
+def test_logits_loss_gradients_statistics_and_adam_steps_match(data, name):
+  """One compiled JAX function per model (compiling dominates this test's time): the first
+  step's logits, loss, gradients and updated running statistics, and two `make_train_step` Adam
+  steps; the torch side with both scenario loops, and torch.optim.Adam for two steps."""
+  c, ds, batch = data
+  cfg, model, params, state = _setup(data, name)
+  tx = make_optimizer(c.train, 10)
+  train_step = make_train_step(model, tx, 0.0)
+
+  def loss_of(p):
+    out, new_state = model.apply({'params': p, **state}, batch, train=True, mutable=list(state))
+    return objective.loss_fn(out, batch, 0.0)[0], (out, new_state)
+
+  def first_step_and_two_adam_steps(params):
+    (loss, (out, new_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+    jstate = TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=state,
+                        opt_state=tx.init(params), rng=jax.random.key(0))
+    losses = []
+    for _ in range(2):
+      jstate, metrics = train_step(jstate, batch)
+      losses.append(metrics['loss'])
+    return loss, out, new_state, grads, losses, jstate
+
+  loss, out, new_state, grads, adam_losses, adam_state = jax.jit(first_step_and_two_adam_steps)(
+      params)
+  tbatch = tm.to_torch_batch(batch)
+  for loop in tz.SCENARIO_LOOPS:
+    tmodel = tz.build_torch_zoo_model(cfg, ds.spec, scenario_loop=loop)
+    tz.load_jax_params(tmodel, jax.device_get(params), jax.device_get(state))
+    tmodel.train()
+    tout = tmodel(tbatch)
+    tloss, _ = tm.loss_fn(tout, tbatch, 0.0)
+    tloss.backward()
+    np.testing.assert_allclose(tout['logits'].detach().numpy(), out['logits'], rtol=RTOL,
+                               atol=ATOL, err_msg=loop)
+    assert float(tloss.detach()) == pytest.approx(float(loss), rel=1e-5, abs=1e-6), loop
+    _assert_trees_close(tz.grads_as_jax_tree(tmodel), grads)
+    _assert_trees_close(tz.state_as_jax_tree(tmodel), new_state)  # running statistics updated
+    if state:
+      tmodel.eval()  # inference uses the running statistics
+      with torch.no_grad():
+        eval_logits = tmodel(tbatch)['logits'].numpy()
+      want = jax.jit(lambda p, s: model.apply({'params': p, **s}, batch)['logits'])(params,
+                                                                                     new_state)
+      np.testing.assert_allclose(eval_logits, want, rtol=RTOL, atol=ATOL, err_msg=loop)
+
+  # torch.optim.Adam on the reference = optax.adam through `make_train_step`, STAR's running
+  # statistics carried in `model_state` across the steps.
+  tmodel = tz.build_torch_zoo_model(cfg, ds.spec)
+  tz.load_jax_params(tmodel, jax.device_get(params), jax.device_get(state))
+  tmodel.train()
+  opt = tm.make_adam(tmodel, lr=float(c.train.learning_rate))
+  for want_loss in adam_losses:
+    assert float(tm.train_step(tmodel, opt, tbatch, 0.0)) == pytest.approx(float(want_loss),
+                                                                           rel=1e-5)
+  # After two Adam steps (lr 1e-3) parameters agree to well below one step's size.
+  _assert_trees_close(tz.params_as_jax_tree(tmodel), adam_state.params, rtol=1e-5, atol=1e-6)
+  _assert_trees_close(tz.state_as_jax_tree(tmodel), adam_state.model_state)
+
+
+def test_star_statistics_move_and_skip_absent_scenarios(data):
+  """The running statistics train mode updates are the present scenarios' only (the test above
+  could not tell a no-op update from the JAX one if both kept the initial values)."""
+  c, ds, batch = data
+  cfg, model, params, state = _setup(data, 'star')
+  tmodel = tz.build_torch_zoo_model(cfg, ds.spec)
+  tz.load_jax_params(tmodel, jax.device_get(params), jax.device_get(state))
+  tbatch = tm.to_torch_batch(batch)
+  tbatch['scenario'] = torch.where(tbatch['scenario'] == 2, 1, tbatch['scenario'])  # 2 absent
+  before = tz.state_as_jax_tree(tmodel)['batch_stats']['partitioned_norm']
+  tmodel.train()
+  tmodel(tbatch)
+  after = tz.state_as_jax_tree(tmodel)['batch_stats']['partitioned_norm']
+  for key in ('mean', 'var'):
+    np.testing.assert_array_equal(after[key][2], before[key][2])
+    assert np.abs(after[key][[0, 1, 3]] - before[key][[0, 1, 3]]).min() > 0
+
+
+def test_a_wrong_tree_is_refused(data):
+  c, ds, batch = data
+  cfg, model, params, state = _setup(data, 'mmoe')
+  tmodel = tz.build_torch_zoo_model(cfg, ds.spec)
+  params = dict(params, extra={'kernel': np.zeros((2, 2))})
+  with pytest.raises(ValueError, match='extra'):
+    tz.load_jax_params(tmodel, params)
