@@ -50,8 +50,8 @@ def model_config() -> ml_collections.ConfigDict:
   m.scenario_matmul = 'tiled'  # 'tiled' (fastest, bench.py) | 'ragged' | 'onehot' | 'masked'
   m.mi_estimator = 'infonce'  # 'infonce' | 'jsd' | 'mine' | 'none'
   m.mi_weight = 0.01  # lambda in  L = BCE + lambda * (-MI bound)
-  m.mi_temperature = 0.1  # tau of the cosine critic
-  m.mi_dim = 32
+  m.mi_temperature = 0.5  # tau of the cosine critic (low tau saturates the bound at ln S)
+  m.mi_dim = 16  # K: entries per layer of the fixed random sketch u_k^T M v_k the critic scores
   # ---- Multi-scenario model zoo (midpg_jax/models/{moe,star,sar_net,m2m,gating,apg,hamur}.py).
   # Also read by the zoo: embed_dim, hidden, activation, dropout (sizes) and scenario_embed_dim.
   m.zoo_scenario_matmul = 'ragged'  # per-scenario weights: 'ragged' (grouped matmul) or 'onehot'
