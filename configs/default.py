@@ -2,9 +2,32 @@
 
 Every value can be overridden on the command line, e.g.
   python train.py --config configs/default.py --config.model.rank=8 --config.train.num_epochs=2
+MI-DPG's generator input: `--config configs/default.py:instance` (scenario plus the dataset's
+user/context fields, `INSTANCE_FIELDS`) or `:scenario` (scenario only); every dataset config takes
+the same argument (README "MI-DPG as implemented here").
 """
 
 import ml_collections
+
+from midpg_jax.errors import ConfigError
+
+# Which generator input a config gets when none is named (measured, README "MI-DPG as ...").
+DEFAULT_GENERATOR_MODE = 'scenario'
+GENERATOR_MODES = ('scenario', 'instance')
+# The built-in data has no named fields: its four smallest vocabularies stand for context fields
+# (chosen by cardinality, not by which fields the generator of the data makes scenario-specific).
+INSTANCE_FIELDS = ('c4', 'c5', 'c6', 'c7')
+
+
+def with_generator_mode(config, mode: str | None, instance_fields) -> ml_collections.ConfigDict:
+  """Sets config.model.generator_features for `mode`: () for 'scenario', the dataset's
+  user/context `instance_fields` for 'instance' (per-example M, decomposed forward pass)."""
+  mode = mode or DEFAULT_GENERATOR_MODE
+  if mode not in GENERATOR_MODES:
+    raise ConfigError(f'unknown config argument {mode!r}: the generator mode is one of '
+                      f'{GENERATOR_MODES}')
+  config.model.generator_features = tuple(instance_fields) if mode == 'instance' else ()
+  return config
 
 
 def synthetic_data() -> ml_collections.ConfigDict:
@@ -43,7 +66,9 @@ def model_config() -> ml_collections.ConfigDict:
   m.rank = 4  # r: shared factors P (d_in, r), generated core (r, r), Q (r, d_out)
   m.specific_rank = 4  # r_s: per-scenario factors A_s (d_in, r_s), B_s (r_s, d_out)
   m.generator_hidden = (64,)
-  m.generator_features = ()  # () = scenario only; field names make the generator instance-aware
+  # () = scenario only; field names make the generator instance-aware (set by the config argument
+  # ':instance' / ':scenario', see with_generator_mode).
+  m.generator_features = ()
   m.use_shared = True
   m.use_specific = True
   m.combine = 'modulate'  # 'modulate': W * (1 + M);  'replace': W = M (APG-style)
@@ -121,11 +146,11 @@ def mesh_config() -> ml_collections.ConfigDict:
   return m
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(mode: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data = synthetic_data()
   config.model = model_config()
   config.train = train_config()
   config.mesh = mesh_config()
-  return config
+  return with_generator_mode(config, mode, INSTANCE_FIELDS)
