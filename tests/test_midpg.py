@@ -278,3 +278,14 @@ def test_initial_logit_scale_is_that_of_a_plain_mlp(data, overrides):
   plain, got = (_initial_logit_std(m, ds, batch) for m in (plain_cfg, cfg))
   print(overrides, got, 'mlp', plain)
   assert plain / 3 < got < plain * 3, (overrides, got, plain)
+
+
+def test_every_dataset_config_has_both_generator_modes():
+  import importlib
+  from midpg_jax.errors import ConfigError
+  for name in ('default', 'iaac', 'aliccp', 'aliexpress', 'amazon', 'mind', 'douban'):
+    mod = importlib.import_module(f'configs.{name}')
+    assert mod.get_config('scenario').model.generator_features == ()
+    assert mod.get_config('instance').model.generator_features == mod.INSTANCE_FIELDS != ()
+    with pytest.raises(ConfigError, match='generator mode'):
+      mod.get_config('user')
