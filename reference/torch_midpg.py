@@ -3,7 +3,8 @@
 Mirrors `midpg_jax/models/midpg.py`, `midpg_jax/models/baselines.py` (`Mlp`),
 `midpg_jax/mi.py` and `midpg_jax/objective.py` layer for layer, with the same initialisation
 ranges (embeddings normal(0.05), kernels LeCun-normal truncated at 2 sigma, low-rank input
-factors normal(1/sqrt(rank)), Q = B = 0 so M = 0 at the start, zero biases) and parameters in the
+factors normal(1/sqrt(rank)), Q = B = 0 so M = 0 at the start, zero biases; for 'replace' the
+variance-preserving factors of midpg.py), the same fixed MI sketch and parameters in the
 same layout (`x @ kernel`, kernel (d_in, d_out)), so `load_jax_params` copies a Flax tree in
 without transposes and `grads_as_jax_tree` returns gradients in the Flax tree's structure.
 

@@ -31,7 +31,8 @@ _BUILDERS: dict[str, Callable] = {}
 
 
 def register_model(name: str):
-  """Registers a builder `fn(model_config, spec, base_rate) -> nn.Module` (base_rate may be None)."""
+  """Registers a builder `fn(model_config, spec, base_rate) -> nn.Module` (base_rate: None or
+  the mean training label)."""
   def wrap(fn):
     _BUILDERS[name] = fn
     return fn

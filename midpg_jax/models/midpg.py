@@ -161,8 +161,8 @@ class ModulatedDense(nn.Module):
     if self.use_specific:
       p['A'] = self.param('specific_in', spec_in_init,
                           (self.num_scenarios, d_in, self.specific_rank))  # (S, d_in, r_s)
-      p['B'] = self.param('specific_out', spec_out_init,
-                          (self.num_scenarios, self.specific_rank, self.features))  # (S, r_s, d_out)
+      p['B'] = self.param('specific_out', spec_out_init,  # (S, r_s, d_out)
+                          (self.num_scenarios, self.specific_rank, self.features))
     return p
 
   def scenario_weights(self, p, core: jax.Array) -> jax.Array:
