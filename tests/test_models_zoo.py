@@ -423,7 +423,7 @@ def test_hamur_hypernetwork_is_instance_wise_and_adapters_domain_specific(data, 
   assert 'adapter_0_norm' in state.model_state['batch_stats']
 
 
-# ---- the reference models: mlp (scenario-blind), shared_bottom (one tower each), logistic ----------
+# ---- the reference models: mlp (scenario-blind), shared_bottom (a tower each), logistic --------
 
 def test_mlp_is_scenario_blind_and_shared_bottom_has_one_tower_per_scenario(data):
   ds, _, _, small = data
