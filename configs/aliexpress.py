@@ -10,7 +10,13 @@ from configs import default
 from midpg_jax.data import aliexpress
 
 
-def get_config():
+# The public files name no field; these are a guess, not a known user/context set
+# (override with --config.model.generator_features=...).
+INSTANCE_FIELDS = ('categorical_1', 'categorical_2', 'categorical_3', 'categorical_4')
+
+
+def get_config(mode: str | None = None):
+  """mode: MI-DPG's generator input, 'scenario' or 'instance' (default.DEFAULT_GENERATOR_MODE)."""
   config = default.get_config()
   config.data = aliexpress.data_config()
-  return config
+  return default.with_generator_mode(config, mode, INSTANCE_FIELDS)

@@ -10,7 +10,12 @@ from configs import default
 from midpg_jax.data import amazon
 
 
-def get_config():
+# The only user-side field of the review records.
+INSTANCE_FIELDS = ('reviewerID',)
+
+
+def get_config(mode: str | None = None):
+  """mode: MI-DPG's generator input, 'scenario' or 'instance' (default.DEFAULT_GENERATOR_MODE)."""
   config = default.get_config()
   config.data = amazon.data_config()
-  return config
+  return default.with_generator_mode(config, mode, INSTANCE_FIELDS)

@@ -2,9 +2,32 @@
 
 Every value can be overridden on the command line, e.g.
   python train.py --config configs/default.py --config.model.rank=8 --config.train.num_epochs=2
+MI-DPG's generator input: `--config configs/default.py:instance` (scenario plus the dataset's
+user/context fields, `INSTANCE_FIELDS`) or `:scenario` (scenario only); every dataset config takes
+the same argument (README "MI-DPG as implemented here").
 """
 
 import ml_collections
+
+from midpg_jax.errors import ConfigError
+
+# Which generator input a config gets when none is named (measured, README "MI-DPG as ...").
+DEFAULT_GENERATOR_MODE = 'scenario'
+GENERATOR_MODES = ('scenario', 'instance')
+# The built-in data has no named fields: its four smallest vocabularies stand for context fields
+# (chosen by cardinality, not by which fields the generator of the data makes scenario-specific).
+INSTANCE_FIELDS = ('c4', 'c5', 'c6', 'c7')
+
+
+def with_generator_mode(config, mode: str | None, instance_fields) -> ml_collections.ConfigDict:
+  """Sets config.model.generator_features for `mode`: () for 'scenario', the dataset's
+  user/context `instance_fields` for 'instance' (per-example M, decomposed forward pass)."""
+  mode = mode or DEFAULT_GENERATOR_MODE
+  if mode not in GENERATOR_MODES:
+    raise ConfigError(f'unknown config argument {mode!r}: the generator mode is one of '
+                      f'{GENERATOR_MODES}')
+  config.model.generator_features = tuple(instance_fields) if mode == 'instance' else ()
+  return config
 
 
 def synthetic_data() -> ml_collections.ConfigDict:
@@ -43,15 +66,17 @@ def model_config() -> ml_collections.ConfigDict:
   m.rank = 4  # r: shared factors P (d_in, r), generated core (r, r), Q (r, d_out)
   m.specific_rank = 4  # r_s: per-scenario factors A_s (d_in, r_s), B_s (r_s, d_out)
   m.generator_hidden = (64,)
-  m.generator_features = ()  # () = scenario only; field names make the generator instance-aware
+  # () = scenario only; field names make the generator instance-aware (set by the config argument
+  # ':instance' / ':scenario', see with_generator_mode).
+  m.generator_features = ()
   m.use_shared = True
   m.use_specific = True
   m.combine = 'modulate'  # 'modulate': W * (1 + M);  'replace': W = M (APG-style)
   m.scenario_matmul = 'tiled'  # 'tiled' (fastest, bench.py) | 'ragged' | 'onehot' | 'masked'
   m.mi_estimator = 'infonce'  # 'infonce' | 'jsd' | 'mine' | 'none'
   m.mi_weight = 0.01  # lambda in  L = BCE + lambda * (-MI bound)
-  m.mi_temperature = 0.1  # tau of the cosine critic
-  m.mi_dim = 32
+  m.mi_temperature = 0.5  # tau of the cosine critic (low tau saturates the bound at ln S)
+  m.mi_dim = 16  # K: entries per layer of the fixed random sketch u_k^T M v_k the critic scores
   # ---- Multi-scenario model zoo (midpg_jax/models/{moe,star,sar_net,m2m,gating,apg,hamur}.py).
   # Also read by the zoo: embed_dim, hidden, activation, dropout (sizes) and scenario_embed_dim.
   m.zoo_scenario_matmul = 'ragged'  # per-scenario weights: 'ragged' (grouped matmul) or 'onehot'
@@ -121,11 +146,11 @@ def mesh_config() -> ml_collections.ConfigDict:
   return m
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(mode: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data = synthetic_data()
   config.model = model_config()
   config.train = train_config()
   config.mesh = mesh_config()
-  return config
+  return with_generator_mode(config, mode, INSTANCE_FIELDS)

@@ -10,7 +10,12 @@ from configs import default
 from midpg_jax.data import scenario_wise_rec
 
 
-def get_config():
+# The user, where they live and the time of the rating.
+INSTANCE_FIELDS = ('user_id', 'living_place', 'time_bin')
+
+
+def get_config(mode: str | None = None):
+  """mode: MI-DPG's generator input, 'scenario' or 'instance' (default.DEFAULT_GENERATOR_MODE)."""
   config = default.get_config()
   config.data = scenario_wise_rec.douban_config()
-  return config
+  return default.with_generator_mode(config, mode, INSTANCE_FIELDS)

@@ -10,7 +10,13 @@ from configs import default
 from midpg_jax.data import iaac
 
 
-def get_config():
+# User profile and hour of the context (not user_gender_id / context_page_id: either can be
+# the scenario field).
+INSTANCE_FIELDS = ('user_age_level', 'user_occupation_id', 'user_star_level', 'hour')
+
+
+def get_config(mode: str | None = None):
+  """mode: MI-DPG's generator input, 'scenario' or 'instance' (default.DEFAULT_GENERATOR_MODE)."""
   config = default.get_config()
   config.data = iaac.data_config()
-  return config
+  return default.with_generator_mode(config, mode, INSTANCE_FIELDS)

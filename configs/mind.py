@@ -10,7 +10,12 @@ from configs import default
 from midpg_jax.data import scenario_wise_rec
 
 
-def get_config():
+# The user (SubCategory is nested in the scenario field Category, so it is left out).
+INSTANCE_FIELDS = ('User_ID',)
+
+
+def get_config(mode: str | None = None):
+  """mode: MI-DPG's generator input, 'scenario' or 'instance' (default.DEFAULT_GENERATOR_MODE)."""
   config = default.get_config()
   config.data = scenario_wise_rec.mind_config()
-  return config
+  return default.with_generator_mode(config, mode, INSTANCE_FIELDS)

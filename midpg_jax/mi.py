@@ -1,5 +1,11 @@
 """Mutual-information lower bounds between a scenario-aware input and scenario prototypes.
 
+What the critic scores (built by `midpg_jax.models.midpg.MIDPG`, *[our reading]*): the generated
+weighting matrices themselves, through a FIXED random bilinear sketch per layer,
+m_k = u_k^T M v_k (`fixed_sketch`; no trainable head, so raising the bound means moving M), against
+a fixed random projection of the scenario-aware input z; `critic_scores` turns them into the
+(B, S) matrix below.
+
 All estimators take a critic matrix `scores` (B, S): `scores[i, s]` = f(u_i, m_s), the critic value
 of example i's scenario-aware input against scenario s's prototype (a projection of the weighting
 parameters generated for s), the example's scenario ids `scenario` (B,), and `present` (S,), which
@@ -16,8 +22,37 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ESTIMATORS = ('infonce', 'jsd', 'mine', 'none')
+SKETCH_SEED = 20230926  # fixed: the sketch is part of the estimator, not a trained parameter
+# Below this RMS entry of M a sketch counts as "small": the critic is linear there, so its gradient
+# reaches Q and B even at M = 0 (the identity initialisation), and is bounded by 1 / floor.
+SKETCH_FLOOR = 1e-2
+
+
+def fixed_sketch(layer: int, kind: int, shape: tuple[int, int]) -> np.ndarray:
+  """A fixed random (K, d) matrix of rows with unit expected norm (numpy: the same in the torch
+  reference). kind 0 = u (d_in), 1 = v (d_out), 2 = projection of z (d_z). Then
+  E[(u^T M v)^2] = mean(M ** 2): a sketch entry is on the scale of one entry of M."""
+  rng = np.random.default_rng([SKETCH_SEED, layer, kind])
+  return (rng.standard_normal(shape) / np.sqrt(shape[1])).astype(np.float32)
+
+
+def critic_scores(queries: list, prototypes: list, temperature: float) -> jax.Array:
+  """Per-layer cosine critic averaged over layers, / temperature: (N_q, S).
+
+  queries[l] (N_q, K): the fixed projection of z; prototypes[l] (S, K): the scenarios' sketches of
+  M_l. The prototypes' norm has a floor (SKETCH_FLOOR per entry), so a zero M scores 0 against
+  every query with a finite, non-zero gradient instead of a 0/0.
+  """
+  total = 0.0
+  for q, m in zip(queries, prototypes):
+    q = q * jax.lax.rsqrt(jnp.sum(q * q, axis=-1, keepdims=True) + 1e-12)
+    floor = SKETCH_FLOOR ** 2 * m.shape[-1]
+    m = m * jax.lax.rsqrt(jnp.sum(m * m, axis=-1, keepdims=True) + floor)
+    total = total + q @ m.T
+  return total / (len(queries) * temperature)
 
 
 def _masked(scores, present):

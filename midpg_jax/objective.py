@@ -23,6 +23,8 @@ def loss_fn(outputs: dict, batch: dict, mi_weight: float) -> tuple[jax.Array, di
   if 'mi_bound' in outputs:
     parts['mi_bound'] = outputs['mi_bound']
     total = total - mi_weight * outputs['mi_bound']
+  # Model diagnostics (e.g. MI-DPG's per-layer diversity of M): logged as train/<name>, no loss.
+  parts.update(outputs.get('diagnostics', {}))
   if 'aux_loss' in outputs:  # a model's own auxiliary loss, already weighted by the model
     parts['aux_loss'] = outputs['aux_loss']
     total = total + outputs['aux_loss']

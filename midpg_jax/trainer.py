@@ -97,7 +97,7 @@ def setup(config, dataset: Dataset | None = None, partitioner: Partitioner | Non
   validate_config(config)
   partitioner = partitioner or Partitioner.from_config(config)
   dataset = dataset or load_dataset(config.data)
-  model = build_model(config.model, dataset.spec)
+  model = build_model(config.model, dataset.spec, float(np.mean(dataset.splits['train']['label'])))
   n_train = len(dataset.splits['train']['label'])
   steps_per_epoch = pipeline.steps_per_epoch(n_train, int(config.train.batch_size))
   if steps_per_epoch == 0:

@@ -1,9 +1,10 @@
 """A PyTorch reference of MI-DPG (and its plain backbone), for parity tests and benchmarks only.
 
-Mirrors `midpg_jax/models/midpg.py`, `midpg_jax/models/baselines.py` (`SharedBottom`),
+Mirrors `midpg_jax/models/midpg.py`, `midpg_jax/models/baselines.py` (`Mlp`),
 `midpg_jax/mi.py` and `midpg_jax/objective.py` layer for layer, with the same initialisation
 ranges (embeddings normal(0.05), kernels LeCun-normal truncated at 2 sigma, low-rank input
-factors normal(1/sqrt(rank)), Q = B = 0 so M = 0 at the start, zero biases) and parameters in the
+factors normal(1/sqrt(rank)), Q = B = 0 so M = 0 at the start, zero biases; for 'replace' the
+variance-preserving factors of midpg.py), the same fixed MI sketch and parameters in the
 same layout (`x @ kernel`, kernel (d_in, d_out)), so `load_jax_params` copies a Flax tree in
 without transposes and `grads_as_jax_tree` returns gradients in the Flax tree's structure.
 
@@ -126,19 +127,37 @@ class ModulatedDense(nn.Module):
     super().__init__()
     self.use_shared, self.use_specific, self.combine = use_shared, use_specific, combine
     modulate = combine == 'modulate'
-    out_init = 'zeros' if modulate else 'lecun'
     factor_std = 1.0 / math.sqrt(max(rank, 1))
     if modulate:
       self.kernel = _param(d_in, d_out, init='lecun')
     self.bias = _param(d_out, init='zeros')
+    # 'modulate': Q = B = 0 so M = 0; 'replace': variance-preserving M (P, A of fan-in d_in, Q, B
+    # of fan-in rank, each part with half the variance when both are on), as midpg.py.
+    parts = int(use_shared) + int(use_specific)
     if use_shared:
-      self.shared_in = _param(d_in, rank, init='normal', std=factor_std)
-      self.shared_out = _param(rank, d_out, init=out_init, fan_in=rank)
+      self.shared_in = (_param(d_in, rank, init='normal', std=factor_std) if modulate
+                        else _param(d_in, rank, init='lecun'))
+      self.shared_out = (_param(rank, d_out, init='zeros') if modulate
+                         else _param(rank, d_out, init='lecun', fan_in=rank * parts))
     if use_specific:
-      self.specific_in = _param(num_scenarios, d_in, specific_rank, init='normal',
-                                std=factor_std)
-      b = _param(specific_rank, d_out, init=out_init, fan_in=specific_rank).data
-      self.specific_out = nn.Parameter(b[None].repeat(num_scenarios, 1, 1).contiguous())
+      self.specific_in = (_param(num_scenarios, d_in, specific_rank, init='normal',
+                                 std=factor_std) if modulate
+                          else _param(num_scenarios, d_in, specific_rank, init='lecun'))
+      self.specific_out = (_param(num_scenarios, specific_rank, d_out, init='zeros') if modulate
+                           else _param(num_scenarios, specific_rank, d_out, init='lecun',
+                                       fan_in=specific_rank * parts))
+
+  def sketch(self, core, core_scenario, sketch_u, sketch_v):
+    """(N, K): u_k^T M(n) v_k from the factors (midpg.ModulatedDense.summary)."""
+    out = torch.zeros(core.shape[0], sketch_u.shape[0], dtype=core.dtype)
+    if self.use_shared:
+      up, qv = sketch_u @ self.shared_in, self.shared_out @ sketch_v.T
+      out = out + torch.einsum('ka,nac,ck->nk', up, core, qv)
+    if self.use_specific:
+      ua = torch.einsum('ki,sir->skr', sketch_u, self.specific_in)
+      bv = torch.einsum('srd,kd->srk', self.specific_out, sketch_v)
+      out = out + torch.einsum('skr,srk->sk', ua, bv)[core_scenario]
+    return out
 
   def scenario_weights(self, core):
     """(S, d_in, d_out) from cores (S, r, r)."""
@@ -254,10 +273,21 @@ def loss_fn(outputs: dict, batch: dict, mi_weight: float):
   return total, parts
 
 
-def _cosine_scores(u, m, temperature):
-  u = u / (torch.linalg.vector_norm(u, dim=-1, keepdim=True) + 1e-6)
-  m = m / (torch.linalg.vector_norm(m, dim=-1, keepdim=True) + 1e-6)
-  return (u @ m.T) / temperature
+SKETCH_SEED, SKETCH_FLOOR = 20230926, 1e-2  # as midpg_jax/mi.py
+
+
+def fixed_sketch(layer, kind, shape):
+  rng = np.random.default_rng([SKETCH_SEED, layer, kind])
+  return torch.from_numpy((rng.standard_normal(shape) / np.sqrt(shape[1])).astype(np.float32))
+
+
+def critic_scores(queries, prototypes, temperature):
+  total = 0.0
+  for q, m in zip(queries, prototypes):
+    q = q * torch.rsqrt((q * q).sum(-1, keepdim=True) + 1e-12)
+    m = m * torch.rsqrt((m * m).sum(-1, keepdim=True) + SKETCH_FLOOR ** 2 * m.shape[-1])
+    total = total + q @ m.T
+  return total / (len(queries) * temperature)
 
 
 # ---- models ---------------------------------------------------------------------------------
@@ -265,8 +295,8 @@ def _cosine_scores(u, m, temperature):
 class TorchMIDPG(nn.Module):
   def __init__(self, spec, hidden=(256, 128, 64), embed_dim=16, scenario_embed_dim=16, rank=4,
                specific_rank=4, generator_hidden=(64,), generator_features=(), use_shared=True,
-               use_specific=True, combine='modulate', mi_estimator='infonce', mi_dim=32,
-               mi_temperature=0.1, act='relu', scenario_matmul='segment', sparse_min_rows=0):
+               use_specific=True, combine='modulate', mi_estimator='infonce', mi_dim=16,
+               mi_temperature=0.5, act='relu', scenario_matmul='segment', sparse_min_rows=0):
     super().__init__()
     if scenario_matmul not in SCENARIO_MATMULS:
       raise ValueError(f'unknown scenario_matmul {scenario_matmul!r}; '
@@ -281,10 +311,12 @@ class TorchMIDPG(nn.Module):
     self.scenario_embed = _param(S, scenario_embed_dim, init='normal', std=0.05)
     d_z = scenario_embed_dim + embed_dim * len(self.generator_features)
     self.generator = WeightGenerator(d_z, len(hidden), rank, tuple(generator_hidden), act)
-    if mi_estimator != 'none':
-      self.mi_query = Dense(d_z, mi_dim)
-      self.mi_proto = Dense(len(hidden) * rank * rank, mi_dim)
     dims = [self.features.out_dim, *hidden]
+    # Fixed (not trained) sketch vectors of the MI critic, per layer: u (K, d_in), v (K, d_out)
+    # and the projection of z (K, d_z).
+    self.sketches = [(fixed_sketch(l, 0, (mi_dim, a)), fixed_sketch(l, 1, (mi_dim, b)),
+                      fixed_sketch(l, 2, (mi_dim, d_z)))
+                     for l, (a, b) in enumerate(zip(dims[:-1], dims[1:]))]
     self.layers = nn.ModuleList(
         ModulatedDense(a, b, S, rank, specific_rank, use_shared, use_specific, combine)
         for a, b in zip(dims[:-1], dims[1:]))
@@ -307,16 +339,18 @@ class TorchMIDPG(nn.Module):
       path = self.scenario_matmul
     outputs = {}
     if self.mi_estimator != 'none':
-      query = self.mi_query(z)
-      proto = self.mi_proto(cores.reshape(cores.shape[0], -1))
+      core_scenario = scenario if instance else torch.arange(S)
+      queries = [z @ r.T for _, _, r in self.sketches]
+      protos = [layer.sketch(cores[:, l], core_scenario, u, v)
+                for l, (layer, (u, v, _)) in enumerate(zip(self.layers, self.sketches))]
       if instance:
-        summed = torch.zeros(S, proto.shape[1], dtype=proto.dtype).index_add(0, scenario, proto)
-        proto = summed / counts.clamp_min(1)[:, None].to(proto.dtype)
         present = counts > 0
+        protos = [torch.zeros(S, m.shape[1], dtype=m.dtype).index_add(0, scenario, m)
+                  / counts.clamp_min(1)[:, None].to(m.dtype) for m in protos]
+        scores = critic_scores(queries, protos, self.mi_temperature)
       else:
-        query = query[scenario]
         present = torch.ones(S, dtype=torch.bool)
-      scores = _cosine_scores(query, proto, self.mi_temperature)
+        scores = critic_scores(queries, protos, self.mi_temperature)[scenario]
       outputs['mi_bound'] = mi_lower_bound(self.mi_estimator, scores, scenario, present)
     h, rows, seg = x, scenario, None
     if path == 'segment':
@@ -331,8 +365,8 @@ class TorchMIDPG(nn.Module):
     return outputs
 
 
-class TorchSharedBottom(nn.Module):
-  """midpg_jax.models.baselines.SharedBottom: embeddings -> MLP -> 1 logit, scenario ignored."""
+class TorchMLP(nn.Module):
+  """midpg_jax.models.baselines.Mlp: embeddings -> MLP -> 1 logit, scenario ignored."""
 
   def __init__(self, spec, hidden=(256, 128, 64), embed_dim=16, act='relu', sparse_min_rows=0):
     super().__init__()
@@ -347,7 +381,7 @@ class TorchSharedBottom(nn.Module):
 
 def build_torch_model(model_cfg, spec, scenario_matmul: str = 'segment',
                       sparse_min_rows: int = 0) -> nn.Module:
-  """The torch twin of `midpg_jax.models.build_model(model_cfg, spec)` ('midpg', 'shared_bottom').
+  """The torch twin of `midpg_jax.models.build_model(model_cfg, spec)` ('midpg', 'mlp').
 
   sparse_min_rows > 0: tables with that many rows get sparse gradients (see `make_adam`).
   """
@@ -355,10 +389,10 @@ def build_torch_model(model_cfg, spec, scenario_matmul: str = 'segment',
     raise ValueError('the torch reference implements dropout = 0 only')
   common = dict(hidden=tuple(int(w) for w in model_cfg.hidden), embed_dim=int(model_cfg.embed_dim),
                 act=model_cfg.activation, sparse_min_rows=int(sparse_min_rows))
-  if model_cfg.name == 'shared_bottom':
-    return TorchSharedBottom(spec, **common)
+  if model_cfg.name == 'mlp':
+    return TorchMLP(spec, **common)
   if model_cfg.name != 'midpg':
-    raise ValueError(f'the torch reference has midpg and shared_bottom, not {model_cfg.name!r}')
+    raise ValueError(f'the torch reference has midpg and mlp, not {model_cfg.name!r}')
   return TorchMIDPG(spec, scenario_embed_dim=int(model_cfg.scenario_embed_dim),
                     rank=int(model_cfg.rank), specific_rank=int(model_cfg.specific_rank),
                     generator_hidden=tuple(int(w) for w in model_cfg.generator_hidden),
@@ -383,7 +417,7 @@ def param_paths(model: nn.Module) -> dict[tuple[str, ...], nn.Parameter]:
   for name, p in model.features.tables.items():
     out[('features', name)] = p
   dense(('output',), model.output)
-  if isinstance(model, TorchSharedBottom):
+  if isinstance(model, TorchMLP):
     for i, d in enumerate(model.mlp.layers):
       dense(('mlp', f'dense_{i}'), d)
     return out
@@ -391,9 +425,6 @@ def param_paths(model: nn.Module) -> dict[tuple[str, ...], nn.Parameter]:
   for i, d in enumerate(model.generator.mlp.layers):
     dense(('generator', 'mlp', f'dense_{i}'), d)
   dense(('generator', 'out'), model.generator.out)
-  if model.mi_estimator != 'none':
-    dense(('mi_query',), model.mi_query)
-    dense(('mi_proto',), model.mi_proto)
   for l, layer in enumerate(model.layers):
     for attr in ('kernel', 'bias', 'shared_in', 'shared_out', 'specific_in', 'specific_out'):
       if hasattr(layer, attr):

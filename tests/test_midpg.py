@@ -47,7 +47,7 @@ def test_identity_at_initialisation_equals_plain_backbone(data):
   c, ds, batch = data
   midpg, v = _init(c.model, ds, batch)
   plain_cfg = c.model.copy_and_resolve_references()
-  plain_cfg.name = 'shared_bottom'
+  plain_cfg.name = 'mlp'
   plain, pv = _init(plain_cfg, ds, batch, seed=1)
   p = v['params']
   for l in range(len(c.model.hidden)):
@@ -152,3 +152,140 @@ def test_bad_config_values_name_the_problem(data, key, value, match):
   cfg[key] = value
   with pytest.raises(ValueError, match=match):
     build_model(cfg, ds.spec)
+
+
+# ---- The MI term shapes the weighting matrices (issue 9) ----------------------------------------
+
+STEPS, BATCH = 80, 256
+
+
+@pytest.fixture(scope='module')
+def trained(data):
+  """MI-DPG trained STEPS Adam steps from the same seed and batches with mi_weight 0 and 0.1:
+  {lambda: (model, params)} (one compilation: lambda is an argument of the jitted loop)."""
+  import optax
+  from midpg_jax import objective
+  c, ds, _ = data
+  model = build_model(c.model, ds.spec)
+  batches = [model_inputs(b) for b in pipeline.train_batches(ds.splits['train'], BATCH, 0, 0)]
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches[:STEPS])
+  tx = optax.adam(3e-3)
+
+  def fit(mi_weight, stacked):
+    params = init_variables(model, jax.tree.map(lambda a: a[0], stacked),
+                            jax.random.key(0))['params']
+
+    def step(carry, batch):
+      params, opt = carry
+      grads = jax.grad(lambda p: objective.loss_fn(model.apply({'params': p}, batch), batch,
+                                                   mi_weight)[0])(params)
+      updates, opt = tx.update(grads, opt, params)
+      return (optax.apply_updates(params, updates), opt), None
+
+    return jax.lax.scan(step, (params, tx.init(params)), stacked)[0][0]
+
+  fit = jax.jit(fit).lower(0.0, stacked).compile({'xla_backend_optimization_level': 0})
+  return model, stacked, {lam: fit(lam, stacked) for lam in (0.0, 0.1)}
+
+
+def _mi_grads(model, params, batch):
+  return jax.grad(lambda p: model.apply({'params': p}, batch)['mi_bound'])(params)
+
+
+def test_mi_gradient_reaches_q_and_b_at_identity_init(data):
+  """At M = 0 (Q = B = 0) the critic is linear in the sketch, so the MI term moves M at once."""
+  c, ds, batch = data
+  model, v = _init(c.model, ds, batch)
+  g = _mi_grads(model, v['params'], batch)
+  for l in range(len(c.model.hidden)):
+    for name in ('shared_out', 'specific_out'):
+      assert float(jnp.linalg.norm(g[f'layer_{l}'][name])) > 1e-2, (l, name)
+
+
+def test_mi_gradient_reaches_generator_and_every_factor_after_training(trained):
+  model, stacked, fits = trained
+  batch = jax.tree.map(lambda a: a[-1], stacked)
+  g = _mi_grads(model, fits[0.1], batch)
+  norms = {f'layer_{l}/{n}': float(jnp.linalg.norm(g[f'layer_{l}'][n]))
+           for l in range(len(model.hidden))
+           for n in ('shared_in', 'shared_out', 'specific_in', 'specific_out')}
+  norms['generator'] = float(jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(
+      g['generator']))))
+  print(norms)
+  # At initialisation P, A and the generator get exactly 0 from the MI term (Q = B = 0); after
+  # training every one gets a gradient of the order of 1e-3..1e-2 (measured: min 8e-4).
+  assert min(norms.values()) > 2e-4, norms
+
+
+def test_mi_weight_raises_the_diversity_of_the_scenarios_weighting_matrices(trained):
+  model, stacked, fits = trained
+  batch = jax.tree.map(lambda a: a[-1], stacked)
+  out = {lam: model.apply({'params': p}, batch) for lam, p in fits.items()}
+  for l in range(len(model.hidden)):
+    without, with_mi = (float(out[lam]['diagnostics'][f'diversity_l{l}']) for lam in (0.0, 0.1))
+    print(l, without, with_mi)
+    assert with_mi > without + 0.05, (l, without, with_mi)
+  assert float(out[0.1]['mi_bound']) > float(out[0.0]['mi_bound'])
+
+
+def test_sketch_and_diversity_from_factors_equal_explicit_matrices():
+  from midpg_jax.models.midpg import ModulatedDense
+  S, r, d_in, d_out, K = 3, 2, 6, 5, 4
+  layer = ModulatedDense(d_out, S, r, r)
+  h = jnp.ones((4, d_in))
+  core = jax.random.normal(jax.random.key(2), (4, r, r))
+  scen = jnp.array([0, 2, 2, 1])
+  lv = _perturbed(layer.init(jax.random.key(0), h, scen, core, 'instance'))
+  p = {k: lv['params'][n] for k, n in (('P', 'shared_in'), ('Q', 'shared_out'),
+                                       ('A', 'specific_in'), ('B', 'specific_out'))}
+  u, v = jax.random.normal(jax.random.key(4), (K, d_in)), jax.random.normal(jax.random.key(5),
+                                                                            (K, d_out))
+  mean_core = jax.random.normal(jax.random.key(6), (S, r, r))
+  present = jnp.array([True, False, True])
+  sketch, diversity, rms = layer.apply(lv, p, core, scen, mean_core, present, u, v,
+                                       method=ModulatedDense.summary)
+  m = p['P'] @ core @ p['Q'] + p['A'][scen] @ p['B'][scen]  # (4, d_in, d_out)
+  np.testing.assert_allclose(sketch, jnp.einsum('ki,nio,ko->nk', u, m, v), rtol=1e-4, atol=1e-5)
+  ms = (p['P'] @ mean_core @ p['Q'] + p['A'] @ p['B']).reshape(S, -1)[np.array([0, 2])]
+  cos = float(ms[0] @ ms[1] / jnp.linalg.norm(ms[0]) / jnp.linalg.norm(ms[1]))
+  assert float(diversity) == pytest.approx(1 - cos, rel=1e-4)
+  assert float(rms) == pytest.approx(float(jnp.sqrt(jnp.mean(ms ** 2))), rel=1e-4)
+
+
+def _initial_logit_std(model_cfg, ds, batch, seeds=4):
+  """Mean over `seeds` initialisations of the std of the initial logits over the batch."""
+  model = build_model(model_cfg, ds.spec)
+  std = lambda k: jnp.std(model.apply(init_variables(model, batch, k), batch)['logits'])
+  keys = jax.random.split(jax.random.key(0), seeds)
+  fn = jax.jit(jax.vmap(std)).lower(keys).compile({'xla_backend_optimization_level': 0})
+  return float(jnp.mean(fn(keys)))
+
+
+@pytest.mark.parametrize('overrides', [
+    {'combine': 'replace'}, {'combine': 'replace', 'use_shared': False},
+    {'combine': 'replace', 'use_specific': False},
+    {'combine': 'replace', 'generator_features': ('c5',)},
+    {'use_specific': False, 'generator_features': ('c5',)}, {'use_shared': False}])
+def test_initial_logit_scale_is_that_of_a_plain_mlp(data, overrides):
+  """Every combine / ablation switch starts at a plain MLP's logit scale (std within 3x; the
+  'replace' initialisation used to give ~1000x: Var(M) ~ 2 / r per layer instead of 1 / d_in)."""
+  c, ds, _ = data
+  batch = model_inputs(next(pipeline.eval_batches(ds.splits['train'], 512)))
+  plain_cfg = c.model.copy_and_resolve_references()
+  plain_cfg.name = 'mlp'
+  cfg = c.model.copy_and_resolve_references()
+  cfg.update(overrides)
+  plain, got = (_initial_logit_std(m, ds, batch) for m in (plain_cfg, cfg))
+  print(overrides, got, 'mlp', plain)
+  assert plain / 3 < got < plain * 3, (overrides, got, plain)
+
+
+def test_every_dataset_config_has_both_generator_modes():
+  import importlib
+  from midpg_jax.errors import ConfigError
+  for name in ('default', 'iaac', 'aliccp', 'aliexpress', 'amazon', 'mind', 'douban'):
+    mod = importlib.import_module(f'configs.{name}')
+    assert mod.get_config('scenario').model.generator_features == ()
+    assert mod.get_config('instance').model.generator_features == mod.INSTANCE_FIELDS != ()
+    with pytest.raises(ConfigError, match='generator mode'):
+      mod.get_config('user')

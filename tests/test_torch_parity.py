@@ -87,8 +87,9 @@ def _torch_side(tmodel, params, batch, mi_weight):
     {'mi_estimator': 'jsd', 'combine': 'replace'},
     {'mi_estimator': 'mine'},
     {'generator_features': ('c5',)},
-    {'name': 'shared_bottom'},
-], ids=['default', 'jsd-replace', 'mine', 'instance-aware', 'shared_bottom'])
+    {'generator_features': ('c5',), 'combine': 'replace', 'use_shared': False},
+    {'name': 'mlp'},
+], ids=['default', 'jsd-replace', 'mine', 'instance-aware', 'instance-replace-specific', 'mlp'])
 def test_logits_loss_and_gradients_match(data, overrides):
   c, ds, batch = data
   cfg = c.model.copy_and_resolve_references()
@@ -126,7 +127,7 @@ def test_adam_steps_match_train_step(data):
   backbone: the optimizer is what is compared here, and its step compiles fast)."""
   c, ds, batch = data
   c = c.copy_and_resolve_references()
-  c.model.name = 'shared_bottom'
+  c.model.name = 'mlp'
   model = build_model(c.model, ds.spec)
   tx = make_optimizer(c.train, 10)
   params = _params(model, c.model, ds.spec, batch)

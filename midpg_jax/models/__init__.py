@@ -1,7 +1,8 @@
-"""The one model registry: `build_model(config.model, spec)` for every model of the zoo.
+"""The one model registry: `build_model(config.model, spec, base_rate)` for every model of the zoo.
 
 Every model is a Linen module called as `model.apply(variables, batch, train=...)` and returns a
-dict with `logits` (B,) and, when it has one, `mi_bound` (a scalar MI lower bound to maximise).
+dict with `logits` (B,) and, when it has one, `mi_bound` (a scalar MI lower bound to maximise)
+and `diagnostics` (a dict of scalars the trainer logs as train/<name>).
 Sizes shared by all models (embedding dim, hidden widths, activation, dropout) come from the same
 config keys, so models are compared at equal backbone size.
 """
@@ -13,8 +14,9 @@ from typing import Callable
 import flax.linen as nn
 
 from midpg_jax import mi
+from midpg_jax.errors import DataError
 from midpg_jax.data.schema import FeatureSpec
-from midpg_jax.models.baselines import Logistic, SharedBottom
+from midpg_jax.models.baselines import Logistic, Mlp, SharedBottom
 from midpg_jax.models.midpg import COMBINES, MIDPG, SCENARIO_MATMULS
 from midpg_jax.models.apg import APG, APG_CONDITIONS
 from midpg_jax.models.gating import ADASPARSE_FORMS, AdaSparse, PEPNet
@@ -29,6 +31,8 @@ _BUILDERS: dict[str, Callable] = {}
 
 
 def register_model(name: str):
+  """Registers a builder `fn(model_config, spec, base_rate) -> nn.Module` (base_rate: None or
+  the mean training label)."""
   def wrap(fn):
     _BUILDERS[name] = fn
     return fn
@@ -52,7 +56,7 @@ def _common(cfg) -> dict:
 
 
 @register_model('midpg')
-def _midpg(cfg, spec):
+def _midpg(cfg, spec, base_rate):
   if cfg.rank <= 0 or cfg.specific_rank <= 0:
     raise ValueError(f'model.rank and model.specific_rank must be positive, got '
                      f'{cfg.rank} and {cfg.specific_rank}')
@@ -81,14 +85,19 @@ def _midpg(cfg, spec):
                mi_temperature=float(cfg.mi_temperature), **_common(cfg))
 
 
+@register_model('mlp')
+def _mlp(cfg, spec, base_rate):
+  return Mlp(spec=spec, **_common(cfg))
+
+
 @register_model('shared_bottom')
-def _shared_bottom(cfg, spec):
-  return SharedBottom(spec=spec, **_common(cfg))
+def _shared_bottom(cfg, spec, base_rate):
+  return SharedBottom(spec=spec, scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
 
 
 @register_model('logistic')
-def _logistic(cfg, spec):
-  return Logistic(spec=spec)
+def _logistic(cfg, spec, base_rate):
+  return Logistic(spec=spec, base_rate=base_rate)
 
 
 # ---- The multi-scenario zoo: each model's paper and our choices are in its module docstring.
@@ -121,38 +130,38 @@ def _pn_momentum(cfg) -> float:
 
 
 @register_model('mmoe')
-def _mmoe(cfg, spec):
+def _mmoe(cfg, spec, base_rate):
   return MMoE(spec=spec, **_positive_ints(cfg, 'num_experts'),
               scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
 
 
 @register_model('ple')
-def _ple(cfg, spec):
+def _ple(cfg, spec, base_rate):
   return PLE(spec=spec, **_positive_ints(cfg, 'num_experts', 'specific_experts'),
              scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
 
 
 @register_model('hmoe')
-def _hmoe(cfg, spec):
+def _hmoe(cfg, spec, base_rate):
   return HMoE(spec=spec, **_positive_ints(cfg, 'num_experts'),
               scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
 
 
 @register_model('star')
-def _star(cfg, spec):
+def _star(cfg, spec, base_rate):
   return STAR(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim'),
               aux_hidden=_widths(cfg, 'star_aux_hidden'), pn_momentum=_pn_momentum(cfg),
               scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
 
 
 @register_model('sar_net')
-def _sar_net(cfg, spec):
+def _sar_net(cfg, spec, base_rate):
   return SARNet(spec=spec, **_positive_ints(cfg, 'num_experts', 'specific_experts'),
                 scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
 
 
 @register_model('m2m')
-def _m2m(cfg, spec):
+def _m2m(cfg, spec, base_rate):
   if int(cfg.m2m_meta_layers) < 0:
     raise ValueError(f'model.m2m_meta_layers must be >= 0, got {cfg.m2m_meta_layers}')
   return M2M(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim', 'num_experts'),
@@ -162,7 +171,7 @@ def _m2m(cfg, spec):
 
 
 @register_model('adasparse')
-def _adasparse(cfg, spec):
+def _adasparse(cfg, spec, base_rate):
   if cfg.adasparse_form not in ADASPARSE_FORMS:
     raise ValueError(f'unknown model.adasparse_form {cfg.adasparse_form!r}; '
                      f'choose one of {ADASPARSE_FORMS}')
@@ -199,22 +208,22 @@ def _pepnet_variant(cfg, spec, use_ep: bool, use_pp: bool):
 
 
 @register_model('pepnet')
-def _pepnet(cfg, spec):
+def _pepnet(cfg, spec, base_rate):
   return _pepnet_variant(cfg, spec, use_ep=True, use_pp=True)
 
 
 @register_model('epnet')
-def _epnet(cfg, spec):
+def _epnet(cfg, spec, base_rate):
   return _pepnet_variant(cfg, spec, use_ep=True, use_pp=False)
 
 
 @register_model('ppnet')
-def _ppnet(cfg, spec):
+def _ppnet(cfg, spec, base_rate):
   return _pepnet_variant(cfg, spec, use_ep=False, use_pp=True)
 
 
 @register_model('apg')
-def _apg(cfg, spec):
+def _apg(cfg, spec, base_rate):
   if cfg.apg_condition not in APG_CONDITIONS:
     raise ValueError(f'unknown model.apg_condition {cfg.apg_condition!r}; '
                      f'choose one of {APG_CONDITIONS}')
@@ -227,7 +236,7 @@ def _apg(cfg, spec):
 
 
 @register_model('hamur')
-def _hamur(cfg, spec):
+def _hamur(cfg, spec, base_rate):
   n = _positive_ints(cfg, 'hamur_adapters', 'hamur_adapter_dim', 'hamur_rank')
   common = _common(cfg)
   if n['hamur_adapters'] > len(common['hidden']):
@@ -238,11 +247,16 @@ def _hamur(cfg, spec):
                pn_momentum=_pn_momentum(cfg), scenario_matmul=_scenario_matmul(cfg), **common)
 
 
-def build_model(model_config, spec: FeatureSpec) -> nn.Module:
+def build_model(model_config, spec: FeatureSpec, base_rate: float | None = None) -> nn.Module:
+  """base_rate: mean training label (the trainer passes it); a builder may use it to initialise
+  (`logistic`'s output bias) and must work without it."""
   name = model_config.name
   if name not in _BUILDERS:
     raise ValueError(f'unknown config.model.name={name!r}; known: {model_names()}')
-  return _BUILDERS[name](model_config, spec)
+  if base_rate is not None and not 0.0 < float(base_rate) < 1.0:
+    raise DataError(f'the training labels have base rate {base_rate}; it must lie in (0, 1) '
+                    '(a split with only one class cannot train a classifier)')
+  return _BUILDERS[name](model_config, spec, None if base_rate is None else float(base_rate))
 
 
 __all__ = ['build_model', 'register_model', 'model_names']

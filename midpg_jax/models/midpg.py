@@ -22,9 +22,16 @@ Per modulated layer l (d_in -> d_out), scenario s, scenario-aware input z:
 * [our reading] Q_l and B_{l,s} start at zero, so M = 0 and MI-DPG *is* the plain backbone at
   initialisation; the core starts at the identity (APG's habit) so the shared factor is learnt as
   a scenario-independent P Q first and then bent per scenario.
-* [our reading] The MI regulariser is InfoNCE of the scenario-aware input against per-scenario
-  prototypes of the generated cores (cosine critic / temperature); JSD and MINE behind
-  `mi_estimator`; see `midpg_jax/mi.py`.
+* [our reading] The MI regulariser scores the generated weighting matrices themselves: per layer
+  a FIXED random bilinear sketch m_k = u_k^T M v_k (K = `mi_dim` entries, computed from the
+  factors: (u_k^T P) C (Q v_k) + (u_k^T A_s)(B_s v_k)) of each scenario's M (scenario-only z) or
+  of each example's M (instance-aware z; prototypes = per-scenario batch means), against a fixed
+  random projection of z, by a cosine critic with temperature `mi_temperature`, in InfoNCE (or
+  JSD / MINE, `mi_estimator`; `midpg_jax/mi.py`). No trainable head sits between the bound and
+  M, so the bound rises only if the scenarios' M move apart (and towards their own z); at M = 0
+  the critic is linear in the sketch, so the gradient reaches Q and B from the first step.
+  Per layer the mean pairwise cosine distance between the scenarios' M is returned as
+  `diagnostics` (logged as train/diversity_l<l>, with train/m_rms_l<l>).
 
 Two computation paths, never a (B, d_in, d_out) tensor:
 * scenario-only generator input (default): M takes S values per batch, so the S modulated weights
@@ -128,21 +135,34 @@ class ModulatedDense(nn.Module):
 
   def setup_params(self, d_in: int):
     modulate = self.combine == 'modulate'
-    # Zero-init of one factor of each product makes M = 0 at the start (identity modulation).
-    zero_or_lecun = nn.initializers.zeros if modulate else nn.initializers.lecun_normal()
-    factor_init = nn.initializers.normal(stddev=1.0 / jnp.sqrt(max(self.rank, 1)))
     p = {}
     if modulate:
       p['kernel'] = self.param('kernel', nn.initializers.lecun_normal(), (d_in, self.features))
+      # Zero-init of one factor of each product makes M = 0 at the start (identity modulation);
+      # the input factors' scale then only sets how fast M moves.
+      in_init = nn.initializers.normal(stddev=1.0 / math.sqrt(max(self.rank, 1)))
+      spec_in_init = nn.initializers.normal(stddev=1.0 / math.sqrt(max(self.rank, 1)))
+      out_init = spec_out_init = nn.initializers.zeros
+    else:
+      # 'replace': M is the weight itself, so it must start variance-preserving like a dense
+      # layer (as the zoo's APG): Var(P C Q)_ij = r Var(P) Var(Q) = 1 / d_in with P of fan-in
+      # d_in and Q of fan-in r (C = I at the start), and likewise for A_s B_s; with both parts
+      # on, each gets half the variance.
+      parts = int(self.use_shared) + int(self.use_specific)
+      in_init = nn.initializers.lecun_normal()
+      spec_in_init = nn.initializers.lecun_normal(batch_axis=(0,))
+      out_init = nn.initializers.variance_scaling(1.0 / parts, 'fan_in', 'truncated_normal')
+      spec_out_init = nn.initializers.variance_scaling(1.0 / parts, 'fan_in', 'truncated_normal',
+                                                       batch_axis=(0,))
     p['bias'] = self.param('bias', nn.initializers.zeros, (self.features,))
     if self.use_shared:
-      p['P'] = self.param('shared_in', factor_init, (d_in, self.rank))  # (d_in, r)
-      p['Q'] = self.param('shared_out', zero_or_lecun, (self.rank, self.features))  # (r, d_out)
+      p['P'] = self.param('shared_in', in_init, (d_in, self.rank))  # (d_in, r)
+      p['Q'] = self.param('shared_out', out_init, (self.rank, self.features))  # (r, d_out)
     if self.use_specific:
-      p['A'] = self.param('specific_in', factor_init,
+      p['A'] = self.param('specific_in', spec_in_init,
                           (self.num_scenarios, d_in, self.specific_rank))  # (S, d_in, r_s)
-      p['B'] = self.param('specific_out', lambda k, s: zero_or_lecun(k, s[1:])[None].repeat(
-          s[0], 0), (self.num_scenarios, self.specific_rank, self.features))  # (S, r_s, d_out)
+      p['B'] = self.param('specific_out', spec_out_init,  # (S, r_s, d_out)
+                          (self.num_scenarios, self.specific_rank, self.features))
     return p
 
   def scenario_weights(self, p, core: jax.Array) -> jax.Array:
@@ -163,16 +183,62 @@ class ModulatedDense(nn.Module):
       ws.append(p['kernel'] * (1.0 + m) if self.combine == 'modulate' else m)
     return jnp.stack(ws)
 
+  def summary(self, p, core: jax.Array, core_scenario: jax.Array, mean_core: jax.Array,
+              present: jax.Array, sketch_u: jax.Array, sketch_v: jax.Array):
+    """What the MI term and the logs see of this layer's weighting matrices, from the low-rank
+    factors only (never a (N, d_in, d_out) tensor):
+
+    * sketch (N, K): m_k(n) = u_k^T M(n) v_k = (u_k^T P) C_n (Q v_k) + (u_k^T A_s)(B_s v_k) for
+      the N generated cores `core` (N, r, r) of scenarios `core_scenario` (N,);
+    * diversity: mean pairwise cosine distance 1 - <M_s, M_t> / (|M_s| |M_t|) between the
+      scenarios' M_s = P mean_core_s Q + A_s B_s (mean_core (S, r, r): each scenario's core, or
+      its batch mean in the instance-aware mode, where M is linear in C so this is the mean M),
+      over the pairs of `present` scenarios; 1 when M = 0;
+    * rms: root mean square entry of those M_s.
+    """
+    num_s = self.num_scenarios
+    sketch = jnp.zeros((core.shape[0], sketch_u.shape[0]), core.dtype)
+    left, right = [], []  # M_s = left_s (S, d_in, R) @ right_s (S, R, d_out)
+    if self.use_shared:
+      up, qv = sketch_u @ p['P'], p['Q'] @ sketch_v.T  # (K, r), (r, K)
+      sketch = sketch + jnp.einsum('ka,nac,ck->nk', up, core, qv)
+      left.append(jnp.einsum('ia,sac->sic', p['P'], mean_core))
+      right.append(jnp.broadcast_to(p['Q'], (num_s, *p['Q'].shape)))
+    if self.use_specific:
+      ua = jnp.einsum('ki,sir->skr', sketch_u, p['A'])  # (S, K, r_s)
+      bv = jnp.einsum('srd,kd->srk', p['B'], sketch_v)  # (S, r_s, K)
+      sketch = sketch + jnp.einsum('skr,srk->sk', ua, bv)[core_scenario]
+      left.append(p['A'])
+      right.append(p['B'])
+    left, right = jnp.concatenate(left, axis=2), jnp.concatenate(right, axis=1)
+    gram = jnp.einsum('sia,tib->stab', left, left) * jnp.einsum('sad,tbd->stab', right, right)
+    inner = jnp.sum(gram, axis=(2, 3))  # (S, S) Frobenius inner products <M_s, M_t>
+    sq = jnp.diagonal(inner)
+    cos = inner / (jnp.sqrt(sq[:, None] * sq[None, :]) + 1e-12)
+    pairs = (present[:, None] & present[None, :]) & ~jnp.eye(num_s, dtype=bool)
+    diversity = jnp.sum(jnp.where(pairs, 1.0 - cos, 0.0)) / jnp.maximum(jnp.sum(pairs), 1)
+    rms = jnp.sqrt(jnp.sum(jnp.where(present, sq, 0.0))
+                   / jnp.maximum(jnp.sum(present), 1) / (left.shape[1] * right.shape[2]))
+    return sketch, diversity, rms
+
   @nn.compact
   def __call__(self, h: jax.Array, scenario: jax.Array, core: jax.Array, path: str,
-               group_sizes: jax.Array | None = None) -> jax.Array:
+               group_sizes: jax.Array | None = None, summary_inputs: tuple | None = None):
     """h (B, d_in); scenario (B,); core (S, r, r) or, for path 'instance', (B, r, r).
 
     Path 'tiled': h (NT * T, d_in) in tile layout and `scenario` (NT,) the tiles' scenarios.
+    With `summary_inputs` = (core_scenario, mean_core, present, sketch_u, sketch_v), returns
+    (out, self.summary(...)) instead of out.
     """
     if self.combine not in COMBINES:
       raise ValueError(f'unknown model.combine {self.combine!r}; choose one of {COMBINES}')
     p = self.setup_params(h.shape[-1])
+    out = self._forward(p, h, scenario, core, path, group_sizes)
+    if summary_inputs is None:
+      return out
+    return out, self.summary(p, core, *summary_inputs)
+
+  def _forward(self, p, h, scenario, core, path, group_sizes):
     if path == 'tiled':
       w = self.scenario_weights(p, core)
       num_tiles = scenario.shape[0]
@@ -238,12 +304,6 @@ class WeightGenerator(nn.Module):
     return jnp.eye(self.rank) + g  # (N, L, r, r)
 
 
-def _cosine_scores(u: jax.Array, m: jax.Array, temperature: float) -> jax.Array:
-  u = u / (jnp.linalg.norm(u, axis=-1, keepdims=True) + 1e-6)
-  m = m / (jnp.linalg.norm(m, axis=-1, keepdims=True) + 1e-6)
-  return (u @ m.T) / temperature  # (B, S)
-
-
 class MIDPG(nn.Module):
   spec: FeatureSpec
   hidden: Sequence[int] = (256, 128, 64)
@@ -258,8 +318,8 @@ class MIDPG(nn.Module):
   combine: str = 'modulate'
   scenario_matmul: str = 'tiled'
   mi_estimator: str = 'infonce'
-  mi_dim: int = 32
-  mi_temperature: float = 0.1
+  mi_dim: int = 16  # K: sketch entries per layer
+  mi_temperature: float = 0.5
   act: str = 'relu'
   dropout: float = 0.0
 
@@ -297,20 +357,14 @@ class MIDPG(nn.Module):
       z = scen_embed(jnp.arange(num_scen))  # (S, d_z): z depends on the scenario only
       cores = generator(z)  # (S, L, r, r)
 
-    outputs = {}
-    if self.mi_estimator != 'none':
-      query = nn.Dense(self.mi_dim, name='mi_query')(z)  # projection of the scenario-aware input
-      proto = nn.Dense(self.mi_dim, name='mi_proto')(cores.reshape(cores.shape[0], -1))
-      if instance:
-        # Prototype of s = mean projection of the cores generated for its examples in the batch.
-        proto = (jax.ops.segment_sum(proto, scenario, num_scen)
-                 / jnp.maximum(counts, 1)[:, None].astype(proto.dtype))
-        present = counts > 0
-      else:
-        query = query[scenario]
-        present = jnp.ones((num_scen,), bool)
-      scores = _cosine_scores(query, proto, self.mi_temperature)
-      outputs['mi_bound'] = mi.mi_lower_bound(self.mi_estimator, scores, scenario, present)
+    if instance:
+      core_scenario = scenario  # (B,): one generated core per example
+      mean_cores = (jax.ops.segment_sum(cores, scenario, num_scen)
+                    / jnp.maximum(counts, 1)[:, None, None, None].astype(cores.dtype))
+      present = counts > 0
+    else:
+      core_scenario = jnp.arange(num_scen)  # (S,): one core per scenario
+      mean_cores, present = cores, jnp.ones((num_scen,), bool)
 
     h, rows = x, scenario
     if path == 'ragged':
@@ -318,16 +372,38 @@ class MIDPG(nn.Module):
       h, rows = x[order], scenario[order]
     elif path == 'tiled':
       rows = layout.tile_scenario
+    widths = (x.shape[-1], *self.hidden)
+    sketches, queries, diagnostics = [], [], {}
     for l, width in enumerate(self.hidden):
       layer = ModulatedDense(width, num_scen, self.rank, self.specific_rank, self.use_shared,
                              self.use_specific, self.combine, name=f'layer_{l}')
-      h = activation(self.act)(layer(h, rows, cores[:, l], path, counts))
+      sketch_u = jnp.asarray(mi.fixed_sketch(l, 0, (self.mi_dim, widths[l])))  # (K, d_in)
+      sketch_v = jnp.asarray(mi.fixed_sketch(l, 1, (self.mi_dim, width)))  # (K, d_out)
+      h, (sketch, diversity, rms) = layer(
+          h, rows, cores[:, l], path, counts,
+          summary_inputs=(core_scenario, mean_cores[:, l], present, sketch_u, sketch_v))
+      h = activation(self.act)(h)
       if self.dropout > 0:
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
+      sketches.append(sketch)  # (N, K)
+      queries.append(z @ jnp.asarray(mi.fixed_sketch(l, 2, (self.mi_dim, z.shape[-1]))).T)
+      diagnostics[f'diversity_l{l}'] = diversity
+      diagnostics[f'm_rms_l{l}'] = rms
     logits = nn.Dense(1, name='output')(h)[:, 0]
     if path == 'ragged':
       logits = jnp.zeros_like(logits).at[order].set(logits)
     elif path == 'tiled':
       logits = logits[layout.position]  # back to batch order; padding rows dropped
+
+    outputs = {'diagnostics': diagnostics}
+    if self.mi_estimator != 'none':
+      if instance:
+        # Prototype of s: the mean sketch of the M generated for its examples in the batch.
+        protos = [jax.ops.segment_sum(m, scenario, num_scen)
+                  / jnp.maximum(counts, 1)[:, None].astype(m.dtype) for m in sketches]
+        scores = mi.critic_scores(queries, protos, self.mi_temperature)  # (B, S)
+      else:
+        scores = mi.critic_scores(queries, sketches, self.mi_temperature)[scenario]  # (B, S)
+      outputs['mi_bound'] = mi.mi_lower_bound(self.mi_estimator, scores, scenario, present)
     outputs['logits'] = logits
     return outputs
