@@ -16,7 +16,7 @@ Sections (written to `--out`, default runs/bench/: bench.json, bench.md, bench.p
 * throughput: per batch size and contender, training step latency (median, p25-p75, min over
   repetitions of `--steps` steps, after warm-up and compilation) and examples/s, inference
   examples/s; contenders: JAX MI-DPG with the config's settings, the JAX plain backbone
-  (`shared_bottom`, same widths), PyTorch eager and torch.compile (reference/torch_midpg.py), and
+  (`mlp`, same widths), PyTorch eager and torch.compile (reference/torch_midpg.py), and
   the other JAX scenario-matmul paths and embedding-optimizer setting (training only).
 * FLOPs per example, analytically from the layer shapes and from XLA's cost analysis of the
   compiled step, and the achieved FLOP/s as a fraction of this machine's float32 matmul rate
@@ -412,8 +412,8 @@ def make_contenders(args, config) -> list:
   path = config.model.scenario_matmul
   cs = [JaxContender('jax', config, dtype=args.dtype,
                      label=f'JAX MI-DPG ({path}{", row-sparse emb." if sparse else ""})'),
-        JaxContender('jax_backbone', config, {'name': 'shared_bottom'}, dtype=args.dtype,
-                     label='JAX plain backbone (shared_bottom)')]
+        JaxContender('jax_backbone', config, {'name': 'mlp'}, dtype=args.dtype,
+                     label='JAX plain backbone (mlp)')]
   if torch is not None and not args.no_torch:
     cs.append(TorchContender('torch_eager', config, dtype=args.dtype,
                              label='PyTorch eager MI-DPG' + (' (SparseAdam emb.)' if sparse

@@ -41,7 +41,7 @@ def _batches(spec, n, size=32, seed=0):
   return out
 
 
-def _setup(optimizer='adam', name='shared_bottom', sparse=True, clip=0.0, lr=0.05, spec=None):
+def _setup(optimizer='adam', name='mlp', sparse=True, clip=0.0, lr=0.05, spec=None):
   c = small_config()
   c.model.name = name
   c.train.optimizer = optimizer
@@ -119,7 +119,7 @@ def test_lazy_adam_matches_numpy_reference_and_leaves_absent_rows():
     assert (~touched[n]).any() and touched[n].any()
 
 
-def _run(optimizer, sparse, steps, clip=0.0, name='shared_bottom', spec=None):
+def _run(optimizer, sparse, steps, clip=0.0, name='mlp', spec=None):
   _, spec, model, tx = _setup(optimizer, name=name, sparse=sparse, clip=clip, spec=spec)
   batches = _batches(spec, steps)
   state = _init(model, tx, batches[0])

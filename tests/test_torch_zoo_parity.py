@@ -9,7 +9,6 @@ train-mode update (and give the same eval-mode logits), and two Adam steps throu
 `make_train_step` must give the same parameters.
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,9 +21,6 @@ torch = pytest.importorskip(
 from midpg_jax import objective  # noqa: E402
 from midpg_jax.data import load_dataset, pipeline  # noqa: E402
 from midpg_jax.models import build_model  # noqa: E402
-from midpg_jax.models.layers import MLP  # noqa: E402
-from midpg_jax.models.scenario_ops import (ScenarioDense, ScenarioMLP,  # noqa: E402
-                                           embed_and_route, split_hidden)
 from midpg_jax.train_state import (TrainState, init_variables, make_optimizer,  # noqa: E402
                                    make_train_step, model_inputs)
 from conftest import small_config  # noqa: E402
@@ -36,34 +32,9 @@ RTOL, ATOL = 2e-4, 2e-5
 HIDDEN = {'star': (32, 16), 'mmoe': (32, 16), 'ple': (32, 16, 8), 'shared_bottom': (32, 16)}
 
 
-class SharedBottomTowers(nn.Module):
-  """The per-scenario-tower Shared-Bottom (as written on branch h-midpg), used while
-  `build_model`'s 'shared_bottom' is still the scenario-blind backbone."""
-
-  spec: object
-  hidden: tuple
-  embed_dim: int
-  act: str
-  scenario_matmul: str
-
-  @nn.compact
-  def __call__(self, batch, train: bool = False):
-    x, routing = embed_and_route(self, batch)
-    bottom, top = split_hidden(self.hidden)
-    h = MLP(bottom, self.act, name='bottom')(x, train)
-    S = self.spec.num_scenarios
-    h = ScenarioMLP(top, S, self.act, name='towers')(h, routing, train)
-    return {'logits': routing.restore(ScenarioDense(1, S, name='tower_output')(h, routing)[:, 0])}
-
-
 def _jax_model(cfg, spec, batch):
-  model = build_model(cfg, spec)
-  if cfg.name == 'shared_bottom':
-    shapes = jax.eval_shape(lambda k: init_variables(model, batch, k), jax.random.key(0))
-    if 'towers' not in shapes['params']:
-      model = SharedBottomTowers(spec, tuple(cfg.hidden), int(cfg.embed_dim), cfg.activation,
-                                 cfg.zoo_scenario_matmul)
-  return model
+  del batch
+  return build_model(cfg, spec)
 
 
 @pytest.fixture(scope='module')
