@@ -24,6 +24,7 @@ def synthetic_data() -> ml_collections.ConfigDict:
   d.specific_fields = (2, 4, 6)  # carry scenario-specific effects
   d.num_dense = 4
   d.heterogeneity = 1.0  # 0 = scenarios identical given the features
+  d.min_count = 1  # ids seen fewer times in the training split become id 0 (OOV); 1 = off
   d.field_effect_scale = 0.35
   d.cross_effect_scale = 0.4
   d.net_scale = 1.0
@@ -90,9 +91,12 @@ def train_config() -> ml_collections.ConfigDict:
   t.num_epochs = 3
   t.optimizer = 'adam'
   t.learning_rate = 1e-3
-  t.schedule = 'constant'  # or 'cosine'
+  t.schedule = 'constant'  # 'constant' | 'cosine' | 'linear' (decay to 0 at the last step)
   t.warmup_steps = 0
   t.weight_decay = 0.0
+  # λ of the L2 on the embedding rows each batch gathers (each distinct row once, / batch size);
+  # 0 = off. See midpg_jax/train_state.py.
+  t.embedding_l2 = 0.0
   t.grad_clip_norm = 0.0  # 0 = off
   t.eval_every_steps = 0  # 0 = at the end of each epoch
   t.early_stop_patience = 2  # evaluations without a better validation AUC; 0 = never stop
