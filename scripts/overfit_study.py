@@ -36,6 +36,7 @@ SETTINGS = {
         'linear1_lr4e-3': _FAST,
         'linear1_lr4e-3_l2_1e-2': {**_FAST, 'train.embedding_l2': 1e-2},
         'linear1_lr4e-3_min3': {**_FAST, 'data.min_count': 3},
+        'linear1_lr4e-3_l2_1e-1': {**_FAST, 'train.embedding_l2': 1e-1},
         'linear2_lr4e-3_l2_1e-2': {**_FAST, 'train.num_epochs': 2, 'train.embedding_l2': 1e-2},
         'linear1_lr4e-3_drop0.1': {**_FAST, 'model.dropout': 0.1},
     },

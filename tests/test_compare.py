@@ -182,3 +182,29 @@ def test_oracle_legend_entry_is_inside_the_legend_box():
   box = handles['oracle'].get_window_extent(renderer)
   assert np.all(np.isfinite(box.extents))  # a measurable artist (a scatter marker has no extent)
   assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+
+
+def test_learning_curve_on_a_prepared_dataset_takes_its_first_rows(tmp_path):
+  from configs.bench import aliccp_curve
+  from midpg_jax.data import load_dataset
+  from test_datasets import shared_samples
+  b = aliccp_curve.get_config()
+  b.base.data.manual_dir = str(shared_samples())
+  b.base.data.prepared_dir = str(tmp_path / 'prepared')
+  b.base.data.min_count = 1
+  b.base.model.hidden, b.base.model.embed_dim = (8,), 4
+  b.base.train.batch_size, b.base.train.eval_batch_size = 16, 64
+  b.base.train.num_epochs, b.base.train.progress_bar = 1, False
+  b.models = b.learning_curve.models = ('logistic',)
+  b.learning_curve.sizes = (48, 96)
+  b.output_dir = str(tmp_path / 'out')
+  result = compare.run(b)
+  assert result['trained'] == 2 and result['rows'] == []  # only the curve
+  curve = _csv(tmp_path / 'out' / 'learning_curve.csv')
+  assert [(int(r['train_rows']), int(r['steps'])) for r in curve] == [(48, 3), (96, 6)]
+  assert all(float(r['wall_s']) > 0 for r in curve)
+  assert '96 rows' in (tmp_path / 'out' / 'results.md').read_text()
+  # The curve's training split is a view of the prepared, memory-mapped one.
+  cfg = plan.variant_config(b, 'logistic', {'model.name': 'logistic'}, 0, train_rows=48)
+  train = load_dataset(cfg.data).splits['train']
+  assert isinstance(train['cat'], np.memmap) and len(train['label']) == 48
