@@ -37,6 +37,8 @@ SETTINGS = {
         'linear1_lr4e-3_l2_1e-2': {**_FAST, 'train.embedding_l2': 1e-2},
         'linear1_lr4e-3_min3': {**_FAST, 'data.min_count': 3},
         'linear1_lr4e-3_l2_1e-1': {**_FAST, 'train.embedding_l2': 1e-1},
+        'linear1_lr4e-3_l2_1': {**_FAST, 'train.embedding_l2': 1.0},
+        'linear2_lr4e-3_l2_1e-1': {**_FAST, 'train.num_epochs': 2, 'train.embedding_l2': 1e-1},
         'linear2_lr4e-3_l2_1e-2': {**_FAST, 'train.num_epochs': 2, 'train.embedding_l2': 1e-2},
         'linear1_lr4e-3_drop0.1': {**_FAST, 'model.dropout': 0.1},
     },
@@ -62,6 +64,32 @@ def apply(cfg, overrides: dict):
   return cfg
 
 
+def markdown(path: str, chosen: str = 'linear1_lr4e-3_l2_1e-1') -> str:
+  """setting x model: validation AUC (test AUC, gap to the oracle) at seed 0, in the order run;
+  then the chosen setting over every seed run."""
+  import numpy as np
+  rows = list(csv.DictReader(open(path)))
+  models = list(dict.fromkeys(r['model'] for r in rows))
+  lines = ['| setting (seed 0) | ' + ' | '.join(f'{m}: val AUC (test AUC, gap)' for m in models)
+           + ' |', '|---' * (len(models) + 1) + '|']
+  for setting in dict.fromkeys(r['setting'] for r in rows):
+    cells = []
+    for m in models:
+      r = [r for r in rows if r['setting'] == setting and r['model'] == m and r['seed'] == '0']
+      cells.append(f"{float(r[0]['val_auc']):.4f} ({float(r[0]['test_auc']):.4f}, "
+                   f"{float(r[0]['test_gap']):.4f})" if r else '-')
+    lines.append(f'| {setting} | ' + ' | '.join(cells) + ' |')
+  cells = []
+  for m in models:
+    r = [r for r in rows if r['setting'] == chosen and r['model'] == m]
+    stat = lambda k: np.array([float(x[k]) for x in r])
+    cells.append('-' if not r else ' / '.join(
+        f'{stat(k).mean():.4f}' + (f' ± {stat(k).std(ddof=1):.4f}' if len(r) > 1 else '')
+        for k in ('val_auc', 'test_auc', 'test_gap')) + f' ({len(r)} seeds)')
+  lines.append(f'| {chosen}, val / test / gap over seeds | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--out', default='runs/overfit_study')
@@ -69,7 +97,11 @@ def main():
   parser.add_argument('--seeds', default='0')
   parser.add_argument('--models', default=','.join(MODELS))
   parser.add_argument('--settings', default='', help='comma-separated subset of the stage')
+  parser.add_argument('--table', action='store_true', help='print study.csv as markdown, train nothing')
   args = parser.parse_args()
+  if args.table:
+    print(markdown(os.path.join(args.out, 'study.csv')))
+    return
   from absl import logging
   logging.set_verbosity(logging.WARNING)
   from midpg_jax import trainer
