@@ -107,6 +107,20 @@ def test_changed_config_is_trained_again_not_read_back(tmp_path):
   assert second['markdown'] != first['markdown']
 
 
+def test_curve_sizes_share_validation_and_test_rows(tmp_path):
+  """Every size is the first rows of one generated dataset (the largest size's), also beyond the
+  base config's training rows."""
+  from midpg_jax.data import load_dataset
+  b = tiny_compare(tmp_path)
+  data = [load_dataset(plan.variant_config(b, 'logistic', {'model.name': 'logistic'}, 0,
+                                           train_rows=n, source_rows=8_192).data)
+          for n in (2_048, 8_192)]
+  assert [len(d.splits['train']['label']) for d in data] == [2_048, 8_192]
+  for split in ('validation', 'test'):
+    np.testing.assert_array_equal(data[0].splits[split]['prob'], data[1].splits[split]['prob'])
+  np.testing.assert_array_equal(data[0].splits['train']['cat'], data[1].splits['train']['cat'][:2_048])
+
+
 def test_misspelled_model_fails_before_any_training(tmp_path):
   b = tiny_compare(tmp_path / 'out', models=('logistic', 'shared_botom'))
   with pytest.raises(ConfigError, match="shared_botom"):

@@ -178,8 +178,9 @@ def run(cmp_cfg) -> dict:
     reference = cmp_cfg.bootstrap.reference if cmp_cfg.get('bootstrap', None) else None
     curve_models = list(curve.models) if curve.models else _strongest(
         rows, reference, int(curve.get('num_others', 3)))
-    curve_rows = [dict(runner(m, final(m, overrides_of[m], s, train_rows=n), train_rows=n),
-                       train_rows=n)
+    largest = max(int(n) for n in curve.sizes)
+    curve_rows = [dict(runner(m, final(m, overrides_of[m], s, train_rows=n, source_rows=largest),
+                              train_rows=n), train_rows=n)
                   for n in curve.sizes for m in curve_models for s in curve.seeds]
 
   summary = report.summarise(rows, [f'{g}/{k}' for g in ['overall', *scenario_names]

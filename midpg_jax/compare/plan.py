@@ -62,10 +62,12 @@ def set_key(cfg: ml_collections.ConfigDict, key: str, value, where: str) -> None
 
 
 def variant_config(cmp_cfg, name: str, overrides: dict, seed: int, *, learning_rate=None,
-                   weight_decay=None, heterogeneity=None, train_rows=None
+                   weight_decay=None, heterogeneity=None, train_rows=None, source_rows=None
                    ) -> ml_collections.ConfigDict:
   """The training config of one run: the comparison's base config with the variant's overrides,
-  then the tuned optimizer setting, the sweep's heterogeneity or the curve's row count."""
+  then the tuned optimizer setting, the sweep's heterogeneity or the curve's row count (the first
+  `train_rows` of a built-in dataset generated with `source_rows` training rows, the curve's
+  largest size, so every size has the same validation and test rows)."""
   cfg = cmp_cfg.base.copy_and_resolve_references()
   cfg.unlock()
   cfg.seed = int(seed)
@@ -80,7 +82,7 @@ def variant_config(cmp_cfg, name: str, overrides: dict, seed: int, *, learning_r
   if train_rows is not None:
     source = cfg.data
     if source.name == 'synthetic':  # generate enough rows; the curve takes the first ones
-      source.num_train = max(int(source.num_train), int(train_rows))
+      source.num_train = max(int(source.num_train), int(source_rows or 0), int(train_rows))
     cfg.data = ml_collections.ConfigDict({'name': FIRST_ROWS, 'num_rows': int(train_rows),
                                           'source': source})
   cfg.train.progress_bar = False
