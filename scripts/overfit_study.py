@@ -39,6 +39,8 @@ SETTINGS = {
         'linear1_lr4e-3_l2_1e-1': {**_FAST, 'train.embedding_l2': 1e-1},
         'linear1_lr4e-3_l2_1': {**_FAST, 'train.embedding_l2': 1.0},
         'linear2_lr4e-3_l2_1e-1': {**_FAST, 'train.num_epochs': 2, 'train.embedding_l2': 1e-1},
+        'linear1_lr8e-3_l2_1e-1': {**_FAST, 'train.learning_rate': 8e-3,
+                                   'train.embedding_l2': 1e-1},
         'linear2_lr4e-3_l2_1e-2': {**_FAST, 'train.num_epochs': 2, 'train.embedding_l2': 1e-2},
         'linear1_lr4e-3_drop0.1': {**_FAST, 'model.dropout': 0.1},
     },
