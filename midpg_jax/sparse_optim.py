@@ -61,6 +61,7 @@ class RowSparseOptimizer(NamedTuple):
   schedule: Callable[[jax.Array], jax.Array]
   kind: str  # 'adam' | 'adagrad' | 'sgd'
   weight_decay: float = 0.0
+  embedding_l2: float = 0.0  # read by train_state.make_train_step (the batch-row L2 of the loss)
   clip_norm: float = 0.0
   min_rows: int = MIN_ROWS
   b1: float = 0.9
@@ -224,7 +225,7 @@ def make_sparse_train_step(model, opt: RowSparseOptimizer, mi_weight: float,
   """train_step(state, batch) -> (state, metrics) with the row-sparse tables.
 
   apply_fn(model, params, model_state, batch, train, rngs) -> (outputs, new_model_state) and
-  loss_fn(outputs, batch, mi_weight) -> (loss, parts) are train_state's, passed in to keep this
+  loss_fn(outputs, batch, mi_weight, params) -> (loss, parts) are train_state's, passed in to keep this
   module free of a circular import.
   """
 
@@ -238,7 +239,9 @@ def make_sparse_train_step(model, opt: RowSparseOptimizer, mi_weight: float,
       params = {**dense_params, _FEATURES: {**dense_params[_FEATURES], **rows}}
       outputs, new_model_state = apply_fn(sub_model, params, state.model_state, sub_batch, True,
                                           {'dropout': dropout_rng})
-      loss, parts = loss_fn(outputs, batch, mi_weight)
+      # The sub-batch's ids index the gathered rows, so a regulariser on the batch's rows
+      # (train.embedding_l2) sees exactly the rows the dense step would.
+      loss, parts = loss_fn(outputs, sub_batch, mi_weight, params)
       return loss, (parts, new_model_state)
 
     (loss, (parts, new_model_state)), (dense_grads, row_grads) = jax.value_and_grad(

@@ -7,11 +7,19 @@ functions of pytrees, jitted once by the trainer (and later sharded by the parti
 large embedding tables are then updated only on the rows of the batch (lazy Adam; see
 `midpg_jax/sparse_optim.py`), and `make_train_step` builds the matching step. The state stays one
 pytree and the step stays pure.
+
+`train.embedding_l2 = λ` adds  λ / B · Σ_tables Σ_{distinct ids of the batch} ||row||²  to the
+loss: an L2 penalty on the embedding rows the batch gathered, each counted once per batch however
+often it occurs ("mini-batch aware" regularisation, as in DIN), so a rare id is pulled towards 0
+as often as it is trained and cannot memorise its few labels. The rows never gathered are not
+touched (a whole-table L2 would cost O(vocab) per step and decay ids the data never shows). The
+optimizer carries λ (like its weight decay), so every step path (dense and row-sparse) applies it
+the same way.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -20,6 +28,10 @@ import jax.numpy as jnp
 import optax
 
 from midpg_jax import objective, sparse_optim
+from midpg_jax.errors import ConfigError
+from midpg_jax.models.layers import EMBED_PREFIX
+
+_FEATURES = 'features'  # the FeatureEmbedding module name every model uses
 
 # Columns a model consumes; everything else in a batch (e.g. the synthetic `prob`) stays on host.
 MODEL_INPUTS = ('cat', 'dense', 'scenario', 'label', 'weight', 'multi')
@@ -38,22 +50,42 @@ def model_inputs(batch: dict) -> dict:
   return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
 
 
-def make_optimizer(train_cfg, total_steps: int
-                   ) -> optax.GradientTransformation | sparse_optim.RowSparseOptimizer:
+class Optimizer(NamedTuple):
+  """An optax transformation (`init`, `update`) plus the batch-row L2 the train step adds."""
+
+  init: Callable
+  update: Callable
+  embedding_l2: float = 0.0
+
+
+SCHEDULES = ('constant', 'cosine', 'linear')
+
+
+def learning_rate_schedule(train_cfg, total_steps: int) -> optax.Schedule:
+  """Warm-up (linear from 0, if `warmup_steps`), then constant, cosine or linear decay to 0."""
   lr = float(train_cfg.learning_rate)
   if lr <= 0:
-    raise ValueError(f'train.learning_rate must be positive, got {lr}')
+    raise ConfigError(f'train.learning_rate must be positive, got {lr}')
   warmup = int(train_cfg.warmup_steps)
+  decay_steps = max(total_steps - warmup, 1)
   if train_cfg.schedule == 'constant':
-    schedule = optax.linear_schedule(0.0, lr, warmup) if warmup else optax.constant_schedule(lr)
-    if warmup:
-      schedule = optax.join_schedules([schedule, optax.constant_schedule(lr)], [warmup])
+    after = optax.constant_schedule(lr)
   elif train_cfg.schedule == 'cosine':
-    schedule = optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr, warmup,
-                                                  max(total_steps, warmup + 1))
+    after = optax.cosine_decay_schedule(lr, decay_steps)
+  elif train_cfg.schedule == 'linear':
+    after = optax.linear_schedule(lr, 0.0, decay_steps)
   else:
-    raise ValueError(f"unknown train.schedule {train_cfg.schedule!r}; choose 'constant' or "
-                     "'cosine'")
+    raise ConfigError(f'unknown train.schedule {train_cfg.schedule!r}; choose one of {SCHEDULES}')
+  if not warmup:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
+
+
+def make_optimizer(train_cfg, total_steps: int) -> Optimizer | sparse_optim.RowSparseOptimizer:
+  schedule = learning_rate_schedule(train_cfg, total_steps)
+  embedding_l2 = float(train_cfg.get('embedding_l2', 0.0))
+  if embedding_l2 < 0:
+    raise ConfigError(f'train.embedding_l2 must be >= 0, got {embedding_l2}')
   wd = float(train_cfg.weight_decay)
   if train_cfg.optimizer == 'adam':
     tx = optax.adamw(schedule, weight_decay=wd) if wd else optax.adam(schedule)
@@ -62,14 +94,49 @@ def make_optimizer(train_cfg, total_steps: int
   elif train_cfg.optimizer == 'sgd':
     tx = optax.sgd(schedule, momentum=0.9)
   else:
-    raise ValueError(f"unknown train.optimizer {train_cfg.optimizer!r}; choose 'adam', "
-                     "'adagrad' or 'sgd'")
+    raise ConfigError(f"unknown train.optimizer {train_cfg.optimizer!r}; choose 'adam', "
+                      "'adagrad' or 'sgd'")
   if train_cfg.get('sparse_embeddings', False):
     # Clipping is applied by the sparse step over both parts (the global norm stays exact).
-    return sparse_optim.make_row_sparse(train_cfg, schedule, tx)
+    return sparse_optim.make_row_sparse(train_cfg, schedule, tx)._replace(
+        embedding_l2=embedding_l2)
   if train_cfg.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(float(train_cfg.grad_clip_norm)), tx)
-  return tx
+  return Optimizer(tx.init, tx.update, embedding_l2)
+
+
+def batch_rows_l2(params, batch: dict, spec) -> jax.Array:
+  """Σ over embedding tables of Σ_{distinct ids in the batch} ||row||², divided by the batch size.
+
+  Each gathered row is weighted by 1 / (its count in the batch), which counts it once without a
+  `jnp.unique`; a multi-valued field's padding id 0 is left out. O(B·F·E + vocab) per step.
+  """
+  feats = params[_FEATURES]
+  columns = [(EMBED_PREFIX + n, batch['cat'][:, j], False) for j, n in enumerate(spec.cat_names)]
+  columns += [(EMBED_PREFIX + n, batch['multi'][n], True) for n in spec.multi_names]
+  total = jnp.zeros((), jnp.float32)
+  for name, ids, padded in columns:
+    table = feats[name]  # (V, E)
+    ids = ids.reshape(-1)
+    real = (ids > 0) if padded else jnp.ones(ids.shape, bool)
+    counts = jnp.zeros((table.shape[0],), jnp.float32).at[ids].add(real.astype(jnp.float32))
+    weight = jnp.where(real, 1.0 / jnp.maximum(counts[ids], 1.0), 0.0)  # (n_ids,)
+    total = total + jnp.sum(weight * jnp.sum(jnp.square(jnp.take(table, ids, axis=0)), axis=-1))
+  return total / batch['cat'].shape[0]
+
+
+def regularised_loss_fn(embedding_l2: float, spec) -> Callable:
+  """objective.loss_fn plus the batch-row L2 of `params` (the same function for both steps)."""
+
+  def loss_fn(outputs, batch, mi_weight, params=None):
+    loss, parts = objective.loss_fn(outputs, batch, mi_weight)
+    if embedding_l2:
+      penalty = batch_rows_l2(params, batch, spec)
+      loss = loss + embedding_l2 * penalty
+      parts = {**parts, 'embedding_l2': penalty}
+    return loss, parts
+
+  return loss_fn
 
 
 def init_variables(model: nn.Module, sample_batch: dict, rng: jax.Array) -> dict:
@@ -99,8 +166,13 @@ def _apply(model, state_params, model_state, batch, train, rngs=None):
 
 
 def make_train_step(model: nn.Module, tx, mi_weight: float) -> Callable:
+  embedding_l2 = float(getattr(tx, 'embedding_l2', 0.0))
+  if embedding_l2 and getattr(model, 'spec', None) is None:
+    raise ConfigError(f'train.embedding_l2 needs a model with a `spec` field; '
+                      f'{type(model).__name__} has none')
+  loss_fn = regularised_loss_fn(embedding_l2, getattr(model, 'spec', None))
   if isinstance(tx, sparse_optim.RowSparseOptimizer):
-    return sparse_optim.make_sparse_train_step(model, tx, mi_weight, _apply, objective.loss_fn)
+    return sparse_optim.make_sparse_train_step(model, tx, mi_weight, _apply, loss_fn)
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     rng, dropout_rng = jax.random.split(state.rng)
@@ -108,7 +180,7 @@ def make_train_step(model: nn.Module, tx, mi_weight: float) -> Callable:
     def loss_of(params):
       outputs, new_model_state = _apply(model, params, state.model_state, batch, True,
                                         {'dropout': dropout_rng})
-      loss, parts = objective.loss_fn(outputs, batch, mi_weight)
+      loss, parts = loss_fn(outputs, batch, mi_weight, params)
       return loss, (parts, new_model_state)
 
     (loss, (parts, new_model_state)), grads = jax.value_and_grad(loss_of, has_aux=True)(

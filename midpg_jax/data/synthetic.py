@@ -23,6 +23,7 @@ The generating process (deterministic from `seed`, vectorised numpy):
   `heterogeneity` = 0 makes the scenarios identical given the features (one shared bias); at 1 each
   scenario gets its own specific part and its own base rate (`base_rates`, 1-10 %).
 * label ~ Bernoulli(sigmoid(logit)); `prob` = sigmoid(logit) is stored.
+* `min_count` (default 1 = off): ids seen fewer times in the training split become id 0 (OOV).
 """
 
 from __future__ import annotations
@@ -65,6 +66,23 @@ def _calibrate_bias(logit: np.ndarray, rate: float) -> float:
     else:
       hi = mid
   return (lo + hi) / 2
+
+
+def _threshold_rare_ids(splits: dict[str, Columns], min_count: int) -> None:
+  """Ids seen fewer than `min_count` times in the training split become id 0 (OOV) in every split.
+
+  The frequency threshold of real-data preparation (`prepare.py`'s `min_count`), for the built-in
+  data: a model cannot memorise an id from one or two labels. `prob` (the oracle) is unchanged.
+  """
+  cat = splits['train']['cat']
+  for f in range(cat.shape[1]):
+    counts = np.bincount(cat[:, f])
+    for cols in splits.values():
+      ids = cols['cat'][:, f]
+      seen = ids < len(counts)
+      rare = ~seen
+      rare[seen] = counts[ids[seen]] < min_count
+      cols['cat'][rare, f] = 0
 
 
 def generate(cfg) -> tuple[FeatureSpec, dict[str, Columns]]:
@@ -159,6 +177,10 @@ def generate(cfg) -> tuple[FeatureSpec, dict[str, Columns]]:
   for name, lo, hi in zip(('train', 'validation', 'test'), bounds[:-1], bounds[1:]):
     idx = np.sort(order[lo:hi])
     splits[name] = {k: v[idx] for k, v in columns.items()}
+
+  min_count = int(cfg.get('min_count', 1))
+  if min_count > 1:
+    _threshold_rare_ids(splits, min_count)
 
   spec = FeatureSpec(
       cat_names=tuple(f'c{f}' for f in range(num_fields)),
