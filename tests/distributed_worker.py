@@ -8,7 +8,9 @@ start-up, so each scenario runs here, in a subprocess, and writes its results to
            on both meshes, and trains the two-process scenario's reference on 1 device.
            Writes mesh.npz, mesh.json, and a workdir `ckpt8` for the parent to restore.
   process  one of --num_processes processes on 127.0.0.1:--port (2 CPU devices each): runs the
-           full trainer on a (-1, 2) mesh over all processes. Writes process<i>.json.
+           full trainer on a (-1, 2) mesh over all processes, then a long run of a tiny model
+           with prefetching on (LONG_STEPS steps: a collective that hangs shows up there). Writes
+           process<i>.json.
 """
 
 import argparse
@@ -22,6 +24,7 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 TRAIN_STEPS = 4  # before the checkpoint
 MORE_STEPS = 3  # after it
+LONG_STEPS = 300  # without the in-flight limit, 2 processes x 2 CPU devices hung within ~100
 
 
 def mesh_config():
@@ -40,6 +43,17 @@ def process_config():
   c.train.eval_batch_size = 256
   c.train.log_every_steps = 2
   c.mesh.shape = (-1, 2)
+  return c
+
+
+def long_config():
+  """A tiny model and tiny batches: many steps in little time."""
+  c = process_config()
+  c.data.num_train, c.data.num_val, c.data.num_test = 16 * LONG_STEPS, 256, 256
+  c.model.hidden, c.model.embed_dim = (8,), 4
+  c.train.batch_size, c.train.eval_batch_size = 16, 256
+  c.train.log_every_steps = 50
+  c.train.prefetch = 2
   return c
 
 
@@ -184,7 +198,10 @@ def run_process(out: str, process_id: int, num_processes: int, port: int) -> Non
   partitioner = partitioning.Partitioner.from_config(c)
   workdir = os.path.join(out, 'multiprocess')
   summary = trainer.train_and_evaluate(c, workdir, partitioner=partitioner)
-  report = {'summary': summary, 'process_index': jax.process_index(),
+  long_summary = trainer.train_and_evaluate(long_config(), os.path.join(out, 'long'),
+                                            partitioner=partitioner)
+  report = {'summary': summary, 'long_summary': long_summary,
+            'process_index': jax.process_index(),
             'data_shard': [partitioner.data_shard_index, partitioner.data_shard_count],
             'mesh': dict(partitioner.mesh.shape)}
   with open(os.path.join(out, f'process{process_id}.json'), 'w') as f:
