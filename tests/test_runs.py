@@ -119,3 +119,30 @@ def test_only_our_error_family_is_a_user_error():
     c = tiny_config()
     c.train.log_every_steps = 0
     trainer.validate_config(c)
+
+
+def _event_tags(folder) -> set:
+  """Scalar tags in the TFRecord event files under `folder`."""
+  import struct
+  from tensorboardX.proto import event_pb2
+  tags = set()
+  for name in os.listdir(folder):
+    with open(os.path.join(folder, name), 'rb') as f:
+      data = f.read()
+    i = 0
+    while i < len(data):
+      (length,) = struct.unpack('<Q', data[i:i + 8])
+      event = event_pb2.Event.FromString(data[i + 12:i + 12 + length])
+      tags |= {v.tag for v in event.summary.value}
+      i += 12 + length + 4
+  return tags
+
+
+def test_training_writes_tensorboard_events(tmp_path):
+  pytest.importorskip('tensorboardX')
+  c = tiny_config()
+  trainer.train_and_evaluate(c, str(tmp_path))
+  tags = _event_tags(tmp_path / 'tensorboard')
+  assert {'train/loss', 'train/mi_bound', 'train/examples_per_s', 'validation/overall/auc',
+          'validation/overall/logloss', 'validation/scenario_0/calibration',
+          'best/test/overall/auc'} <= tags, sorted(tags)
