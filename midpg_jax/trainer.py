@@ -104,11 +104,19 @@ def setup_run(config, workdir: str, partitioner: Partitioner | None = None) -> t
   partitioner = partitioner or Partitioner.from_config(config)
   validate_config(config)
   partitioner.local_batch_size(int(config.train.batch_size))  # must divide by the data axis
-  checkpointer = Checkpointer(workdir, create=False)
-  resuming = checkpointer.latest_step('latest') is not None
-  checkpointer.close()
-  if resuming:
-    run_config.check_resumable(workdir, config)
+  # Created by every process at the same point: orbax synchronises the processes here.
+  checkpointer = Checkpointer(workdir)
+  try:
+    if checkpointer.latest_step('latest') is not None:  # resuming
+      run_config.check_resumable(workdir, config)
+    return _build_run(config, workdir, partitioner, checkpointer)
+  except BaseException:
+    checkpointer.close()
+    raise
+
+
+def _build_run(config, workdir: str, partitioner: Partitioner,
+               checkpointer: Checkpointer) -> tuple[Run, Any]:
   dataset, model, tx, state, steps_per_epoch = setup(config, partitioner=partitioner)
   main = is_main_process()
   os.makedirs(workdir, exist_ok=True)
@@ -128,7 +136,7 @@ def setup_run(config, workdir: str, partitioner: Partitioner | None = None) -> t
   run = Run(config=config, workdir=workdir, partitioner=partitioner, dataset=dataset,
             train_step=train_step,
             predict_step=partitioner.jit_predict_step(make_predict_step(model), shardings),
-            checkpointer=Checkpointer(workdir), log=MetricsLog(workdir, enabled=main),
+            checkpointer=checkpointer, log=MetricsLog(workdir, enabled=main),
             steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * int(t.num_epochs),
             eval_every=int(t.eval_every_steps) or steps_per_epoch,
             n_params=count_params(state.params), main=main)
