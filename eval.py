@@ -1,8 +1,10 @@
 """Evaluates the best checkpoint of a run on one split.
 
-  python eval.py --config configs/default.py --workdir runs/default --split test \
+  python eval.py --workdir runs/default --split test \
       [--predictions runs/default/test_predictions.csv]
 
+Uses the run's own config (<workdir>/config.json); --config.<key>=<value> may change only what
+does not change the model or the data (e.g. --config.train.eval_batch_size, --config.mesh.shape).
 Writes <workdir>/eval_<split>.json and, if asked, one CSV row per example
 (row, scenario, label, prediction[, true_prob]).
 
@@ -12,19 +14,14 @@ multi-process flags are train.py's (each process scores its share; process 0 wri
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from absl import flags, logging
+import numpy as np
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-import numpy as np  # noqa: E402
+from midpg_jax import cli, evaluation, metrics, partitioning
 
-from midpg_jax import evaluation, metrics, partitioning  # noqa: E402
-from midpg_jax.errors import USER_ERRORS  # noqa: E402
-
-config_flags.DEFINE_config_file('config', 'configs/default.py', 'The config the run was trained '
-                                'with.', lock_config=True)
+cli.define_config_flag('The config file the run was trained with (default: the run\'s own, '
+                       '<workdir>/config.json, which wins where they differ).')
 flags.DEFINE_string('workdir', 'runs/default', 'The training run to evaluate.')
 flags.DEFINE_string('split', 'test', 'Which split to score: train, validation or test.')
 flags.DEFINE_string('predictions', None, 'Optional CSV path for per-example predictions.')
@@ -36,18 +33,16 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   f = flags.FLAGS
-  try:
-    partitioning.initialize_from_flags()  # before anything touches a device
-    if not partitioning.is_main_process():
-      logging.set_verbosity(logging.ERROR)
-    result, probs, dataset, meta = evaluation.evaluate_checkpoint(f.config, f.workdir, f.split,
-                                                                  f.checkpoint)
-  except USER_ERRORS as e:
-    sys.exit(f'error: {e}')
+  partitioning.initialize_from_flags()  # before anything touches a device
+  if not partitioning.is_main_process():
+    logging.set_verbosity(logging.ERROR)
+  config = cli.config_from_flags(f.workdir)
+  result, probs, dataset, meta = evaluation.evaluate_checkpoint(config, f.workdir, f.split,
+                                                                f.checkpoint)
   if not partitioning.is_main_process():
     return
-  print(metrics.format_table(result, f'{f.config.model.name} - {f.checkpoint} checkpoint (step '
-                                     f'{meta.get("best_step")}) on {f.split}'))
+  print(metrics.format_table(result, f'{config.model.name} - {f.checkpoint} checkpoint (step '
+                                     f'{meta["checkpoint_step"]}) on {f.split}'))
   out = os.path.join(f.workdir, f'eval_{f.split}.json')
   with open(out, 'w') as fh:
     json.dump({'split': f.split, 'checkpoint': f.checkpoint, 'meta': meta, 'metrics': result},
@@ -67,4 +62,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

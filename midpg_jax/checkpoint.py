@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from midpg_jax.errors import CheckpointError  # noqa: F401  (re-exported: raised here)
+from midpg_jax.errors import CheckpointError
 
 KINDS = ('latest', 'best')
 
@@ -73,9 +73,11 @@ class Checkpointer:
           step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                         meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for unreadable or mismatched data
+      # One line: orbax's message can be a many-line tree diff (kept as the __cause__).
+      first = next((l.strip() for l in str(e).splitlines() if l.strip()), '')
       raise CheckpointError(
           f'the {kind} checkpoint at {path}/{step} could not be restored: it is corrupt or was '
-          f'written by a different model/config ({type(e).__name__}: {e})') from e
+          f'written by a different model/config ({type(e).__name__}: {first[:200]})') from e
     return restored['state'], dict(restored['meta'])
 
   def wait(self) -> None:

@@ -29,6 +29,6 @@ class NonFiniteLossError(UserError, FloatingPointError):
   """The training loss became NaN or inf."""
 
 
-# Transitional: entry points still catch ValueError/KeyError until every user-facing raise is one
-# of the classes above (issue 11); then this becomes just (UserError,).
-USER_ERRORS = (UserError, ValueError, FileNotFoundError, KeyError)
+# What entry points print as one line. Only our own family: a ValueError, KeyError, ... from our
+# code is a bug and keeps its traceback.
+USER_ERRORS = (UserError,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import jax
@@ -9,10 +10,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from midpg_jax import metrics
+from midpg_jax.build import setup, state_shardings
+from midpg_jax.checkpoint import Checkpointer
 from midpg_jax.data import pipeline
 from midpg_jax.data.schema import FeatureSpec, num_rows
+from midpg_jax.errors import CheckpointError, ConfigError
 from midpg_jax.partitioning import Partitioner
-from midpg_jax.train_state import model_inputs
+from midpg_jax.train_state import make_predict_step, model_inputs
 
 
 _ROW = '__row__'  # the original row index, carried through the batches to place predictions
@@ -88,15 +92,12 @@ def evaluate(predict_fn: Callable, state, columns: dict, spec: FeatureSpec,
 def evaluate_checkpoint(config, workdir: str, split: str = 'test', kind: str = 'best',
                         partitioner: Partitioner | None = None):
   """Restores the `kind` checkpoint of `workdir` onto the mesh of `config.mesh` (whatever mesh
-  wrote it) and scores `split`.
+  wrote it) and scores `split`. `config` must be the run's (eval.py resolves it from the run's
+  config.json, `run_config.resolve`).
 
-  Returns (metrics, probs, dataset, meta). Raises CheckpointError when the workdir has none.
+  Returns (metrics, probs, dataset, meta); meta is the checkpoint's loop record plus
+  'checkpoint_step', the step of the restored state. Raises CheckpointError when there is none.
   """
-  # Imported here: the trainer imports this module.
-  from midpg_jax.checkpoint import Checkpointer, CheckpointError
-  from midpg_jax.trainer import setup, state_shardings
-  from midpg_jax.train_state import make_predict_step
-  import os
   if not os.path.isdir(os.path.join(workdir, 'checkpoints', kind)):
     raise CheckpointError(f'no {kind} checkpoint in {os.path.abspath(workdir)}/checkpoints/{kind}:'
                           f' train first (python train.py --config ... --workdir {workdir})')
@@ -104,12 +105,14 @@ def evaluate_checkpoint(config, workdir: str, split: str = 'test', kind: str = '
   # Nothing is initialised: the checkpoint is read straight into this mesh's shardings.
   dataset, model, _, state, _ = setup(config, partitioner=partitioner, abstract=True)
   if split not in dataset.splits:
-    raise ValueError(f'unknown split {split!r}; this dataset has {sorted(dataset.splits)}')
+    raise ConfigError(f'unknown split {split!r}; this dataset has {sorted(dataset.splits)}')
   checkpointer = Checkpointer(workdir, create=False)
   try:
+    step = checkpointer.latest_step(kind)
     state, meta = checkpointer.restore(kind, state)
   finally:
     checkpointer.close()
+  meta['checkpoint_step'] = step
   predict_fn = partitioner.jit_predict_step(make_predict_step(model), state_shardings(state))
   result, probs = evaluate(predict_fn, state, dataset.splits[split], dataset.spec,
                            int(config.train.eval_batch_size), partitioner)

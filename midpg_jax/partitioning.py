@@ -37,6 +37,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from midpg_jax.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 AXES = ('data', 'model')
@@ -81,7 +83,7 @@ def initialize_distributed(mode: str = 'auto', coordinator_address: str | None =
                  launch is detected; single process otherwise.
   """
   if mode not in ('auto', 'on', 'off'):
-    raise ValueError(f"unknown distributed mode {mode!r}; choose 'auto', 'on' or 'off'")
+    raise ConfigError(f"unknown distributed mode {mode!r}; choose 'auto', 'on' or 'off'")
   if mode == 'off':
     return False
   coordinator_address = coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS') or None
@@ -129,21 +131,38 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
+def max_steps_in_flight() -> int:
+  """How many train steps may be queued on the devices at once; 0 = no limit.
+
+  2 on the CPU backend with several processes. There the XLA CPU client lets the host queue up to
+  32 programs per device, and with two or more local devices per process a queued step can hang
+  for ever: one process's devices wait inside a Gloo all-reduce while the other process's second
+  device never launches its part of the same step (its launch waits on the per-device in-flight
+  semaphore); 0 % CPU, SIGTERM ignored (a hang reproduced within 100 steps on 2 processes x 2 CPU
+  devices; never with at most 2 steps queued, with 1 device per process or with one process).
+  Waiting for step k-1 before queuing step k+1 keeps the devices busy and costs nothing
+  measurable on CPU. GPUs and TPUs keep the unlimited queue.
+  """
+  if jax.process_count() > 1 and jax.default_backend() == 'cpu':
+    return 2
+  return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # Mesh.
 
 def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, int]:
   shape = tuple(int(s) for s in shape)
   if len(shape) != len(AXES):
-    raise ValueError(f'mesh.shape must have {len(AXES)} entries {AXES}, got {shape}')
+    raise ConfigError(f'mesh.shape must have {len(AXES)} entries {AXES}, got {shape}')
   if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
-    raise ValueError(f'mesh.shape entries must be positive, with at most one -1, got {shape}')
+    raise ConfigError(f'mesh.shape entries must be positive, with at most one -1, got {shape}')
   known = math.prod(s for s in shape if s != -1)
   if num_devices % known:
-    raise ValueError(f'mesh.shape={shape} does not fit {num_devices} devices')
+    raise ConfigError(f'mesh.shape={shape} does not fit {num_devices} devices')
   shape = tuple(num_devices // known if s == -1 else s for s in shape)
   if math.prod(shape) != num_devices:
-    raise ValueError(f'mesh.shape={shape} uses {math.prod(shape)} devices, but there are '
+    raise ConfigError(f'mesh.shape={shape} uses {math.prod(shape)} devices, but there are '
                      f'{num_devices}; use -1 for the axis that takes the rest')
   return shape  # type: ignore[return-value]
 
@@ -241,7 +260,7 @@ class Partitioner:
     groups = sorted({frozenset(p) for p in positions.values()}, key=min)
     sizes = {len(g) for g in groups}
     if len(sizes) != 1 or sum(len(g) for g in groups) != self.data_size:
-      raise ValueError(f'mesh {dict(self.mesh.shape)}: processes hold overlapping or unequal '
+      raise ConfigError(f'mesh {dict(self.mesh.shape)}: processes hold overlapping or unequal '
                        'parts of the data axis; choose a mesh.shape whose model axis divides '
                        'the devices of one process')
     mine = frozenset(positions[jax.process_index()])
@@ -251,7 +270,7 @@ class Partitioner:
   def local_batch_size(self, global_batch_size: int, what: str = 'train.batch_size') -> int:
     """Rows this process loads per global batch; the global batch must divide by `data`."""
     if global_batch_size % self.data_size:
-      raise ValueError(f'{what}={global_batch_size} does not divide by the {self.data_size} '
+      raise ConfigError(f'{what}={global_batch_size} does not divide by the {self.data_size} '
                        f'devices of the mesh data axis (mesh {dict(self.mesh.shape)})')
     return global_batch_size // self.data_shard_count
 
@@ -276,7 +295,7 @@ class Partitioner:
     for pattern, spec in self.param_rules:
       if pattern.search(name):
         if len(spec) > len(shape):
-          raise ValueError(f'mesh.param_rules: {spec} has more entries than {name} has '
+          raise ConfigError(f'mesh.param_rules: {spec} has more entries than {name} has '
                            f'dimensions {shape}')
         for dim, axis in zip(shape, spec):
           if axis is None:

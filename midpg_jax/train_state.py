@@ -59,6 +59,7 @@ class Optimizer(NamedTuple):
 
 
 SCHEDULES = ('constant', 'cosine', 'linear')
+OPTIMIZERS = ('adam', 'adagrad', 'sgd')
 
 
 def learning_rate_schedule(train_cfg, total_steps: int) -> optax.Schedule:
@@ -94,8 +95,8 @@ def make_optimizer(train_cfg, total_steps: int) -> Optimizer | sparse_optim.RowS
   elif train_cfg.optimizer == 'sgd':
     tx = optax.sgd(schedule, momentum=0.9)
   else:
-    raise ConfigError(f"unknown train.optimizer {train_cfg.optimizer!r}; choose 'adam', "
-                      "'adagrad' or 'sgd'")
+    raise ConfigError(f'unknown train.optimizer {train_cfg.optimizer!r}; choose one of '
+                      f'{OPTIMIZERS}')
   if train_cfg.get('sparse_embeddings', False):
     # Clipping is applied by the sparse step over both parts (the global norm stays exact).
     return sparse_optim.make_row_sparse(train_cfg, schedule, tx)._replace(

@@ -1,9 +1,15 @@
 """The train loop: `train_and_evaluate(config, workdir)`.
 
 Trains, evaluates on validation every epoch (or every `train.eval_every_steps`), early-stops on
-validation AUC, keeps the latest and the best checkpoint, resumes from the workdir after an
-interruption (reaching the same result as an uninterrupted run with the same seed), and finally
-scores the best state on the test split.
+validation AUC (on logloss where the AUC is undefined: a validation split of one class), keeps
+the latest and the best checkpoint, resumes from the workdir after an interruption (reaching the
+same result as an uninterrupted run with the same seed), and finally scores the best state on the
+test split. It reads as its steps:
+
+  setup_run -> restore_or_init -> train_epoch (each epoch; evaluate -> maybe_checkpoint at every
+  evaluation) -> final_report
+
+The loop's position and early-stopping record (`LoopState`) are checkpointed with the train state.
 
 Distribution (midpg_jax/partitioning.py): the state lives sharded on the (data, model) mesh of
 `config.mesh`, each process loads only its rows of every global batch of `train.batch_size`
@@ -13,269 +19,273 @@ examples, and only process 0 writes files, logs and shows the progress bar. One 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
-import queue
-import threading
 import time
-from typing import Iterator
+from typing import Any, Callable
 
 import jax
-import numpy as np
 from tqdm.auto import tqdm
 
-from midpg_jax import evaluation, metrics
+from midpg_jax import evaluation, run_config
+from midpg_jax.build import setup, state_shardings, validate_config  # noqa: F401 (re-exported)
 from midpg_jax.checkpoint import Checkpointer
-from midpg_jax.errors import NonFiniteLossError
-from midpg_jax.data import Dataset, load_dataset, pipeline
-from midpg_jax.models import build_model
-from midpg_jax.partitioning import Partitioner, is_main_process
-from midpg_jax.train_state import (count_params, create_train_state, make_optimizer,
-                                   make_predict_step, make_train_step, model_inputs)
+from midpg_jax.data import Dataset, pipeline
+from midpg_jax.metrics_log import MetricsLog
+from midpg_jax.partitioning import Partitioner, is_main_process, max_steps_in_flight
+from midpg_jax.stepping import StepMetrics, Throughput, prefetch  # noqa: F401 (prefetch: bench.py)
+from midpg_jax.train_state import count_params, make_predict_step, make_train_step, model_inputs
 
 log = logging.getLogger(__name__)
 
 
-def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
-  """Runs `iterator` (host batch assembly + device transfer) in a thread, `size` items ahead."""
-  if size <= 0:
-    yield from iterator
-    return
-  q: queue.Queue = queue.Queue(maxsize=size)
-  done = object()
+@dataclasses.dataclass
+class LoopState:
+  """Where the loop is and the early-stopping record; saved with every checkpoint.
 
-  def worker():
-    try:
-      for item in iterator:
-        q.put(item)
-    except BaseException as e:  # re-raised in the consumer
-      q.put(e)
-    q.put(done)
-
-  threading.Thread(target=worker, daemon=True).start()
-  while True:
-    item = q.get()
-    if item is done:
-      return
-    if isinstance(item, BaseException):
-      raise item
-    yield item
-
-
-def validate_config(config) -> None:
-  t = config.train
-  for key in ('batch_size', 'eval_batch_size', 'num_epochs'):
-    if int(t[key]) <= 0:
-      raise ValueError(f'train.{key} must be positive, got {t[key]}')
-  if int(t.early_stop_patience) < 0:
-    raise ValueError(f'train.early_stop_patience must be >= 0, got {t.early_stop_patience}')
-  if float(config.model.get('mi_weight', 0.0)) < 0:
-    raise ValueError(f'model.mi_weight must be >= 0, got {config.model.mi_weight}')
-
-
-class _JsonlWriter:
-  def __init__(self, path: str, enabled: bool = True):
-    self.path, self.enabled = path, enabled
-
-  def write(self, record: dict) -> None:
-    if not self.enabled:
-      return
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record, default=float) + '\n')
-
-
-def setup(config, dataset: Dataset | None = None, partitioner: Partitioner | None = None,
-          abstract: bool = False):
-  """Builds what training and evaluation share: data, model, optimizer, initial state, steps.
-
-  The state is created directly in its shards on `partitioner`'s mesh (default: the mesh of
-  `config.mesh`); `state_shardings(state)` gives its shardings. `abstract=True` returns the state
-  as jax.ShapeDtypeStructs carrying those shardings, computing nothing (a restore target).
+  best_score is the validation AUC, or minus the validation logloss where the AUC is undefined
+  (`selection_score`).
   """
-  validate_config(config)
+  epoch: int = 0
+  step_in_epoch: int = 0
+  best_score: float = -math.inf
+  best_step: int = -1
+  evals_without_improvement: int = 0
+  stopped_early: bool = False
+
+  @classmethod
+  def from_meta(cls, meta: dict) -> 'LoopState':
+    meta = dict(meta)
+    if 'best_auc' in meta:  # checkpoints written before best_score
+      meta.setdefault('best_score', meta.pop('best_auc'))
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in meta.items() if k in names})
+
+  def to_meta(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def selection_score(result: dict) -> tuple[str, float]:
+  """(name, score) ranking checkpoints, higher is better: validation AUC, or -logloss when the AUC
+  is undefined (every validation label the same). The same for every evaluation of a run."""
+  overall = result['overall']
+  if math.isfinite(overall['auc']):
+    return 'AUC', float(overall['auc'])
+  return 'logloss', -float(overall['logloss'])
+
+
+@dataclasses.dataclass
+class Run:
+  """What one training run is made of (`setup_run`); nothing here changes while it trains."""
+  config: Any
+  workdir: str
+  partitioner: Partitioner
+  dataset: Dataset
+  train_step: Callable
+  predict_step: Callable
+  checkpointer: Checkpointer
+  log: MetricsLog
+  steps_per_epoch: int
+  total_steps: int
+  eval_every: int
+  n_params: int
+  main: bool
+
+
+# ----------------------------------------------------------------------------------------------
+# The steps of a run.
+
+def setup_run(config, workdir: str, partitioner: Partitioner | None = None) -> tuple[Run, Any]:
+  """Validates `config` against itself and the run in `workdir`, builds everything, writes the
+  run's config. Returns (run, freshly initialised state)."""
   partitioner = partitioner or Partitioner.from_config(config)
-  dataset = dataset or load_dataset(config.data)
-  model = build_model(config.model, dataset.spec, float(np.mean(dataset.splits['train']['label'])))
-  n_train = len(dataset.splits['train']['label'])
-  steps_per_epoch = pipeline.steps_per_epoch(n_train, int(config.train.batch_size))
-  if steps_per_epoch == 0:
-    raise ValueError(f'the training split has {n_train} rows, fewer than one batch of '
-                     f'train.batch_size={config.train.batch_size}')
-  tx = make_optimizer(config.train, steps_per_epoch * int(config.train.num_epochs))
-  sample = model_inputs(next(pipeline.eval_batches(dataset.splits['train'], 2)))
-  seed = int(config.seed)
-  init_fn = lambda: create_train_state(model, tx, sample, jax.random.key(seed))
-  if abstract:
-    shapes = jax.eval_shape(init_fn)
-    state = partitioner.abstract_state(shapes, partitioner.state_shardings(shapes))
+  validate_config(config)
+  partitioner.local_batch_size(int(config.train.batch_size))  # must divide by the data axis
+  # Created by every process at the same point: orbax synchronises the processes here.
+  checkpointer = Checkpointer(workdir)
+  try:
+    if checkpointer.latest_step('latest') is not None:  # resuming
+      run_config.check_resumable(workdir, config)
+    return _build_run(config, workdir, partitioner, checkpointer)
+  except BaseException:
+    checkpointer.close()
+    raise
+
+
+def _build_run(config, workdir: str, partitioner: Partitioner,
+               checkpointer: Checkpointer) -> tuple[Run, Any]:
+  dataset, model, tx, state, steps_per_epoch = setup(config, partitioner=partitioner)
+  main = is_main_process()
+  os.makedirs(workdir, exist_ok=True)
+  if main:
+    run_config.save(workdir, config)
+    with open(os.path.join(workdir, 'feature_spec.json'), 'w') as f:
+      f.write(dataset.spec.to_json())
+  shardings = state_shardings(state)
+  layout = partitioner.describe(state.params, shardings.params)
+  log.info('%s', layout)
+  if main:
+    print(layout)
+  t = config.train
+  train_step = partitioner.jit_train_step(
+      make_train_step(model, tx, float(config.model.get('mi_weight', 0.0))), shardings,
+      donate_state=bool(t.get('sparse_embeddings', False)))
+  run = Run(config=config, workdir=workdir, partitioner=partitioner, dataset=dataset,
+            train_step=train_step,
+            predict_step=partitioner.jit_predict_step(make_predict_step(model), shardings),
+            checkpointer=checkpointer, log=MetricsLog(workdir, enabled=main),
+            steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * int(t.num_epochs),
+            eval_every=int(t.eval_every_steps) or steps_per_epoch,
+            n_params=count_params(state.params), main=main)
+  if main:
+    print(f'model {config.model.name}: {run.n_params:,} parameters; '
+          f'{len(dataset.splits["train"]["label"]):,} training rows, {steps_per_epoch} steps/epoch,'
+          f' {run.total_steps} steps at most')
+  return run, state
+
+
+def restore_or_init(run: Run, state) -> tuple[Any, LoopState]:
+  """The latest checkpoint of the workdir (onto this run's mesh, whatever mesh wrote it), or the
+  initial state. Log rows written after that checkpoint are dropped: they are written again."""
+  step = run.checkpointer.latest_step('latest')
+  if step is None:
+    run.log.truncate(after_step=-1)
+    return state, LoopState()
+  state, meta = run.checkpointer.restore('latest', state)
+  loop = LoopState.from_meta(meta)
+  run.log.truncate(after_step=step)
+  log.info('resumed from step %d (epoch %d)', step, loop.epoch)
+  if run.main:
+    print(f'Resuming from {run.checkpointer.directory}/latest at step {step}')
+  return state, loop
+
+
+def evaluate(run: Run, state, split: str = 'validation') -> dict:
+  result, _ = evaluation.evaluate(run.predict_step, state, run.dataset.splits[split],
+                                  run.dataset.spec, int(run.config.train.eval_batch_size),
+                                  run.partitioner)
+  return result
+
+
+def maybe_checkpoint(run: Run, state, loop: LoopState, step: int, result: dict) -> str:
+  """Updates the early-stopping record with `result`, saves the best and the latest state.
+
+  The first evaluation of a run always sets the best checkpoint. Returns a line for the user.
+  """
+  name, score = selection_score(result)
+  if loop.best_step < 0 or score > loop.best_score:
+    loop.best_score, loop.best_step, loop.evals_without_improvement = score, step, 0
+    run.checkpointer.save('best', step, state, loop.to_meta())
   else:
-    state, _ = partitioner.create_state(init_fn)
-  return dataset, model, tx, state, steps_per_epoch
+    loop.evals_without_improvement += 1
+    patience = int(run.config.train.early_stop_patience)
+    loop.stopped_early = bool(patience) and loop.evals_without_improvement >= patience
+  run.checkpointer.save('latest', step, state, loop.to_meta())
+  shown = lambda s: -s if name == 'logloss' else s
+  note = ' (AUC undefined: one class in validation)' if name == 'logloss' else ''
+  return (f'step {step} epoch {loop.epoch}: validation {name} {shown(score):.4f} (best '
+          f'{shown(loop.best_score):.4f} at step {loop.best_step}){note}'
+          + (' - early stop' if loop.stopped_early else ''))
 
 
-def state_shardings(state):
-  return jax.tree_util.tree_map(lambda x: x.sharding, state)
+def train_epoch(run: Run, state, loop: LoopState, step: int, progress, throughput: Throughput,
+                stop_after_steps: int | None = None) -> tuple[Any, int, bool]:
+  """Trains from `loop`'s position to the end of its epoch (or an early stop), evaluating and
+  checkpointing on the way. Returns (state, step, interrupted by stop_after_steps)."""
+  t = run.config.train
+  batch_size = int(t.batch_size)
+  p = run.partitioner
+  # This process's rows of every global batch (all of them on one process).
+  batches = pipeline.train_batches(run.dataset.splits['train'], batch_size, int(run.config.seed),
+                                   loop.epoch, start_step=loop.step_in_epoch,
+                                   process_index=p.data_shard_index,
+                                   process_count=p.data_shard_count)
+  device_batches = prefetch((p.shard_batch(model_inputs(b)) for b in batches), int(t.prefetch))
+  step_metrics = StepMetrics(max_steps_in_flight())
+  train_metrics: dict = {}
+  window_start, window_examples = time.perf_counter(), 0
+  try:
+    for batch in device_batches:
+      state, m = run.train_step(state, batch)
+      step_metrics.add(m)
+      throughput.step_done(batch_size)
+      step += 1
+      loop.step_in_epoch += 1
+      window_examples += batch_size
+      progress.update(1)
+      if step % int(t.log_every_steps) == 0:
+        train_metrics = step_metrics.fetch(step, run.checkpointer)
+        now = time.perf_counter()
+        rate = window_examples / max(now - window_start, 1e-9)
+        window_start, window_examples = now, 0
+        progress.set_postfix(loss=f'{train_metrics["loss"]:.4f}', ex_s=f'{rate:,.0f}')
+        run.log.scalars(step, {**{f'train/{k}': v for k, v in train_metrics.items()},
+                               'train/examples_per_s': rate})
+      end_of_epoch = loop.step_in_epoch == run.steps_per_epoch
+      if end_of_epoch:
+        loop.epoch, loop.step_in_epoch = loop.epoch + 1, 0
+      if step % run.eval_every == 0 or end_of_epoch:
+        train_metrics = step_metrics.fetch(step, run.checkpointer) or train_metrics
+        jax.block_until_ready(state.step)
+        throughput.pause()
+        result = evaluate(run, state)
+        run.log.evaluation(step, loop.epoch, 'validation', result, train_metrics)
+        line = maybe_checkpoint(run, state, loop, step, result)
+        throughput.resume()
+        if run.main:
+          progress.write(line)
+        if loop.stopped_early:
+          break
+      if stop_after_steps is not None and step >= stop_after_steps:
+        return state, step, True
+  finally:
+    device_batches.close()
+  return state, step, False
+
+
+def final_report(run: Run, state, loop: LoopState, step: int, throughput: Throughput) -> dict:
+  """Scores the best state on validation and test; writes final_metrics.json."""
+  best_state, _ = run.checkpointer.restore('best', state)
+  summary = {'model': run.config.model.name, 'params': run.n_params, 'best_step': loop.best_step,
+             'train_examples_per_s': throughput.rate, 'steps': step}
+  for split in ('validation', 'test'):
+    summary[split] = evaluate(run, best_state, split)
+    run.log.evaluation(loop.best_step, None, f'best/{split}', summary[split])
+  if run.main:
+    with open(os.path.join(run.workdir, 'final_metrics.json'), 'w') as f:
+      json.dump(summary, f, indent=1, default=float)
+  return summary
 
 
 def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None,
                        partitioner: Partitioner | None = None) -> dict:
   """Trains `config` in `workdir`; returns {'validation': metrics, 'test': metrics, ...}.
 
-  `stop_after_steps` ends the run early, as an interruption would (used to test resuming).
-  `partitioner` defaults to the mesh of `config.mesh` over all devices of all processes.
+  An existing run in `workdir` is resumed; a config that would change what it computes is refused
+  (run_config.check_resumable). `stop_after_steps` ends the run early, as an interruption would
+  (used to test resuming). `partitioner` defaults to the mesh of `config.mesh` over all devices
+  of all processes.
   """
-  partitioner = partitioner or Partitioner.from_config(config)
-  validate_config(config)
-  partitioner.local_batch_size(int(config.train.batch_size))  # must divide by the data axis
-  dataset, model, tx, state, steps_per_epoch = setup(config, partitioner=partitioner)  # validates
-  main = is_main_process()
-  os.makedirs(workdir, exist_ok=True)
-  spec, splits = dataset.spec, dataset.splits
-  tcfg = config.train
-  batch_size, seed = int(tcfg.batch_size), int(config.seed)
-  eval_every = int(tcfg.eval_every_steps) or steps_per_epoch
-  total_steps = steps_per_epoch * int(tcfg.num_epochs)
-  if main:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=1))
-    with open(os.path.join(workdir, 'feature_spec.json'), 'w') as f:
-      f.write(spec.to_json())
-
-  shardings = state_shardings(state)
-  layout = partitioner.describe(state.params, shardings.params)
-  log.info('%s', layout)
-  if main:
-    print(layout)
-
-  checkpointer = Checkpointer(workdir)
-  meta = {'epoch': 0, 'step_in_epoch': 0, 'best_auc': -math.inf, 'best_step': -1,
-          'evals_without_improvement': 0, 'stopped_early': False}
-  if checkpointer.latest_step('latest') is not None:
-    # Restored onto this run's mesh, whatever mesh wrote it.
-    state, meta = checkpointer.restore('latest', state)
-    log.info('resumed from step %d (epoch %d)', int(state.step), meta['epoch'])
-    if main:
-      print(f'Resuming from {checkpointer.directory}/latest at step {int(state.step)}')
-
-  n_params = count_params(state.params)
-  train_step = partitioner.jit_train_step(
-      make_train_step(model, tx, float(config.model.get('mi_weight', 0.0))), shardings,
-      donate_state=bool(tcfg.get('sparse_embeddings', False)))
-  predict_step = partitioner.jit_predict_step(make_predict_step(model), shardings)
-  jsonl = _JsonlWriter(os.path.join(workdir, 'metrics.jsonl'), enabled=main)
-  if main:
-    print(f'model {config.model.name}: {n_params:,} parameters; {len(splits["train"]["label"]):,} '
-          f'training rows, {steps_per_epoch} steps/epoch, {total_steps} steps at most')
-
-  def run_eval(step: int, train_metrics: dict) -> dict:
-    result, _ = evaluation.evaluate(predict_step, state, splits['validation'], spec,
-                                    int(tcfg.eval_batch_size), partitioner)
-    jsonl.write({'step': step, 'epoch': meta['epoch'], 'split': 'validation',
-                 **{f'train/{k}': v for k, v in train_metrics.items()},
-                 **metrics.flat_metrics(result)})
-    return result
-
-  pending: list[dict] = []  # device-side step metrics since the last log
-  window_start, window_examples = time.perf_counter(), 0
-  # Training throughput for the summary: examples and seconds of the step loop only, from the
-  # end of the first (compiling) step of this run, evaluation time excluded.
-  timed = {'examples': 0, 'seconds': 0.0, 'since': None}
-  step = int(state.step)
-  progress = tqdm(total=total_steps, initial=step, desc='train', unit='step',
-                  dynamic_ncols=True, disable=not (tcfg.progress_bar and main))
-  last_train_metrics: dict = {}
-
-  def fetch_pending() -> dict:
-    nonlocal pending
-    if not pending:
-      return {}
-    fetched = jax.device_get(pending)  # replicated: every process reads its own copy
-    pending = []
-    means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-    if not all(math.isfinite(v) for v in means.values()):
-      raise NonFiniteLossError(
-          f'training loss became non-finite ({means}) before step {step}; stopped. The last good '
-          f'checkpoint (step {checkpointer.latest_step("latest")}) is kept in '
-          f'{checkpointer.directory}. Lower train.learning_rate or set train.grad_clip_norm.')
-    return means
-
+  run, state = setup_run(config, workdir, partitioner)
   try:
-    while meta['epoch'] < int(tcfg.num_epochs) and not meta['stopped_early']:
-      epoch = meta['epoch']
-      # This process's rows of every global batch (all of them on one process).
-      batches = pipeline.train_batches(splits['train'], batch_size, seed, epoch,
-                                       start_step=meta['step_in_epoch'],
-                                       process_index=partitioner.data_shard_index,
-                                       process_count=partitioner.data_shard_count)
-      device_batches = prefetch((partitioner.shard_batch(model_inputs(b)) for b in batches),
-                                int(tcfg.prefetch))
-      for batch in device_batches:
-        state, step_metrics = train_step(state, batch)
-        pending.append(step_metrics)
-        if timed['since'] is None:
-          timed['since'] = time.perf_counter()
-        else:
-          timed['examples'] += batch_size
-        step += 1
-        meta['step_in_epoch'] += 1
-        window_examples += batch_size
-        progress.update(1)
-        if step % int(tcfg.log_every_steps) == 0:
-          last_train_metrics = fetch_pending()
-          now = time.perf_counter()
-          rate = window_examples / max(now - window_start, 1e-9)
-          window_start, window_examples = now, 0
-          progress.set_postfix(loss=f'{last_train_metrics["loss"]:.4f}', ex_s=f'{rate:,.0f}')
-        end_of_epoch = meta['step_in_epoch'] == steps_per_epoch
-        if end_of_epoch:
-          meta['epoch'], meta['step_in_epoch'] = epoch + 1, 0
-        if step % eval_every == 0 or end_of_epoch:
-          last_train_metrics = fetch_pending() or last_train_metrics
-          jax.block_until_ready(state.step)
-          timed['seconds'] += time.perf_counter() - timed['since']
-          result = run_eval(step, last_train_metrics)
-          timed['since'] = time.perf_counter()
-          val_auc = result['overall']['auc']
-          improved = val_auc > meta['best_auc']
-          if improved:
-            meta.update(best_auc=val_auc, best_step=step, evals_without_improvement=0)
-            checkpointer.save('best', step, state, dict(meta))
-          else:
-            meta['evals_without_improvement'] += 1
-            if (int(tcfg.early_stop_patience)
-                and meta['evals_without_improvement'] >= int(tcfg.early_stop_patience)):
-              meta['stopped_early'] = True
-          checkpointer.save('latest', step, state, dict(meta))
-          if main:
-            progress.write(f'step {step} epoch {epoch + end_of_epoch}: validation AUC '
-                           f'{val_auc:.4f} (best {meta["best_auc"]:.4f} at step '
-                           f'{meta["best_step"]})'
-                           + (' - early stop' if meta['stopped_early'] else ''))
-          if meta['stopped_early'] or end_of_epoch:
-            break
-        if stop_after_steps is not None and step >= stop_after_steps:
-          checkpointer.wait()
+    state, loop = restore_or_init(run, state)
+    step = int(state.step)
+    throughput = Throughput()
+    progress = tqdm(total=run.total_steps, initial=step, desc='train', unit='step',
+                    dynamic_ncols=True, disable=not (config.train.progress_bar and run.main))
+    try:
+      while loop.epoch < int(config.train.num_epochs) and not loop.stopped_early:
+        state, step, interrupted = train_epoch(run, state, loop, step, progress, throughput,
+                                               stop_after_steps)
+        if interrupted:
           return {'interrupted_at': step}
+    finally:
+      progress.close()
+      run.checkpointer.wait()
+    return final_report(run, state, loop, step, throughput)
   finally:
-    progress.close()
-    checkpointer.wait()
-
-  # Final: the best state on validation and test.
-  best_state, _ = checkpointer.restore('best', state)
-  checkpointer.close()
-  summary = {'model': config.model.name, 'params': n_params, 'best_step': meta['best_step'],
-             'train_examples_per_s': (timed['examples'] / timed['seconds'] if timed['seconds']
-                                      else float('nan')),
-             'steps': step}
-  for split in ('validation', 'test'):
-    result, _ = evaluation.evaluate(predict_step, best_state, splits[split], spec,
-                                    int(tcfg.eval_batch_size), partitioner)
-    summary[split] = result
-    jsonl.write({'step': meta['best_step'], 'split': f'best/{split}',
-                 **metrics.flat_metrics(result)})
-  if main:
-    with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
-      json.dump(summary, f, indent=1, default=float)
-  return summary
+    run.checkpointer.close()
+    run.log.close()

@@ -8,7 +8,9 @@ start-up, so each scenario runs here, in a subprocess, and writes its results to
            on both meshes, and trains the two-process scenario's reference on 1 device.
            Writes mesh.npz, mesh.json, and a workdir `ckpt8` for the parent to restore.
   process  one of --num_processes processes on 127.0.0.1:--port (2 CPU devices each): runs the
-           full trainer on a (-1, 2) mesh over all processes. Writes process<i>.json.
+           full trainer on a (-1, 2) mesh over all processes, then a long run of a tiny model
+           with prefetching on (LONG_STEPS steps: a collective that hangs shows up there). Writes
+           process<i>.json.
 """
 
 import argparse
@@ -22,6 +24,8 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 
 TRAIN_STEPS = 4  # before the checkpoint
 MORE_STEPS = 3  # after it
+LONG_STEPS = 300  # the trainer with prefetching, several hundred steps
+COLLECTIVE_STEPS = 1000  # without the in-flight limit this loop hung within ~100 steps
 
 
 def mesh_config():
@@ -41,6 +45,41 @@ def process_config():
   c.train.log_every_steps = 2
   c.mesh.shape = (-1, 2)
   return c
+
+
+def long_config():
+  """Steps that take longer on the devices than on the host (so the host queues steps ahead, as
+  with the default model), small enough for a test."""
+  c = process_config()
+  c.data.num_train, c.data.num_val, c.data.num_test = 64 * LONG_STEPS, 256, 256
+  c.model.hidden = (256, 128)
+  c.train.batch_size, c.train.eval_batch_size = 64, 256
+  c.train.log_every_steps = 50
+  c.train.prefetch = 2
+  return c
+
+
+def collective_loop(steps: int = COLLECTIVE_STEPS) -> int:
+  """The hang's mechanism without a model: a data-parallel all-reduce step over all 4 devices,
+  queued as fast as the host can through the trainer's StepMetrics (and its in-flight bound).
+  Unbounded, 2 processes x 2 CPU devices hung within ~100 steps in 5 of 5 tries."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from midpg_jax import partitioning
+  from midpg_jax.stepping import StepMetrics
+  p = partitioning.Partitioner((-1, 1))
+  step = jax.jit(lambda w, x: (w - 0.1 * jnp.mean(x, axis=0), {'loss': jnp.sum(x)}),
+                 in_shardings=(p.replicated, p.batch_sharding),
+                 out_shardings=(p.replicated, p.replicated))
+  w = jax.jit(lambda: jnp.zeros((16,)), out_shardings=p.replicated)()
+  metrics = StepMetrics(partitioning.max_steps_in_flight())
+  rows = 16 // p.data_shard_count
+  for i in range(steps):
+    w, m = step(w, p.shard_batch(np.full((rows, 16), i, np.float32)))
+    metrics.add(m)
+  jax.block_until_ready(w)
+  return steps
 
 
 def flat_params(tree) -> dict:
@@ -184,7 +223,11 @@ def run_process(out: str, process_id: int, num_processes: int, port: int) -> Non
   partitioner = partitioning.Partitioner.from_config(c)
   workdir = os.path.join(out, 'multiprocess')
   summary = trainer.train_and_evaluate(c, workdir, partitioner=partitioner)
-  report = {'summary': summary, 'process_index': jax.process_index(),
+  long_summary = trainer.train_and_evaluate(long_config(), os.path.join(out, 'long'),
+                                            partitioner=partitioner)
+  report = {'summary': summary, 'long_summary': long_summary,
+            'collective_steps': collective_loop(),
+            'process_index': jax.process_index(),
             'data_shard': [partitioner.data_shard_index, partitioner.data_shard_count],
             'mesh': dict(partitioner.mesh.shape)}
   with open(os.path.join(out, f'process{process_id}.json'), 'w') as f:

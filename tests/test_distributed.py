@@ -170,6 +170,12 @@ def test_two_processes_train_together_like_one(mesh_run, compile_cache, tmp_path
     for split in ('validation', 'test'):
       assert s[split]['overall']['count'] == reference[split]['overall']['count']
       _assert_metrics_close(reference[split], s[split], rtol=1e-4)
+  # The long run with prefetching finished on both processes (it used to hang in a collective).
+  from distributed_worker import COLLECTIVE_STEPS, LONG_STEPS
+  for r in results:
+    assert r['collective_steps'] == COLLECTIVE_STEPS
+    assert r['long_summary']['steps'] == LONG_STEPS, r['long_summary']
+    assert r['long_summary']['test']['overall']['count'] == 256
   jsonl = [json.loads(line) for line in open(tmp_path / 'multiprocess' / 'metrics.jsonl')]
   assert [l['split'] for l in jsonl] == [l['split'] for l in report['reference_jsonl']]
   for mine, ref in zip(jsonl, report['reference_jsonl']):

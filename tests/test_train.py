@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from midpg_jax import evaluation, trainer
+from midpg_jax import evaluation, run_config, trainer
 from midpg_jax.checkpoint import CheckpointError
 from midpg_jax.errors import NonFiniteLossError
 from conftest import small_config
@@ -108,6 +108,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   good = sorted(os.listdir(tmp_path / 'checkpoints' / 'latest'))
   c.train.num_epochs = 2
   c.train.learning_rate = 1e30  # diverges at once in the second epoch
+  # A resumed run keeps its config: changing the learning rate is the user's explicit choice here,
+  # written into the run's config.json (a --config override would be refused).
+  run_config.save(str(tmp_path), c)
   with pytest.raises(NonFiniteLossError, match='non-finite'):
     trainer.train_and_evaluate(c, str(tmp_path))
   assert sorted(os.listdir(tmp_path / 'checkpoints' / 'latest')) == good

@@ -1,0 +1,102 @@
+"""What train.py and eval.py share: the --config flag, the run's own config, one line per mistake.
+
+A user's mistake (a `UserError`, a missing or broken config file, an unknown or mistyped
+--config.<key> override) ends the program with one line, `error: ...`, and exit status 1; a bug of
+ours keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+from typing import Callable
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from midpg_jax import partitioning, run_config
+from midpg_jax.errors import USER_ERRORS, ConfigError
+
+# Raised by ml_collections while it reads --config.<key>=<value> overrides (an unknown key, a value
+# of the wrong type) or loads the config file. Caught only around those two calls.
+_CONFIG_FLAG_ERRORS = (AttributeError, KeyError, ValueError, TypeError, OSError, SyntaxError,
+                       flags.Error)
+
+
+def _message(e: BaseException) -> str:
+  """The innermost readable message of `e`, on one line (KeyError reprs unwrapped)."""
+  while e.args and isinstance(e.args[0], BaseException):
+    e = e.args[0]
+  text = e.args[0] if e.args and isinstance(e.args[0], str) else str(e)
+  while len(text) > 1 and text[0] == text[-1] and text[0] in '"\'' and '\n' not in text:
+    try:  # a repr of a message (ml_collections wraps KeyError messages in AttributeError)
+      text = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      break
+  lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+  if lines and lines[0][0] == "'" and lines[0][-1] == "'":  # a KeyError's key
+    lines[0] = f'no config key {lines[0]}.'
+  elif isinstance(e, KeyError) and len(lines) == 1:
+    lines[0] = f'no config key {lines[0]!r}'
+  return ' '.join(lines)
+
+
+def _overrides_in_argv(name: str) -> str:
+  given = [a for a in sys.argv[1:] if a.startswith(f'--{name}.')]
+  return ' '.join(given)
+
+
+def exit_with(message: str) -> None:
+  sys.exit(f'error: {message}')
+
+
+def define_config_flag(help_text: str, name: str = 'config',
+                       default: str = 'configs/default.py') -> None:
+  """--config <file> and its --config.<key>=<value> overrides.
+
+  ml_collections parses the overrides when the flag is defined, so a mistyped key fails here.
+  """
+  try:
+    config_flags.DEFINE_config_file(name, default, help_text, lock_config=True)
+  except _CONFIG_FLAG_ERRORS as e:
+    exit_with(f'{_overrides_in_argv(name) or "--" + name}: {_message(e)}')
+
+
+def config_from_flags(workdir: str | None = None, name: str = 'config'):
+  """The config of the command line; with `workdir` holding a run, the run's own config with the
+  command line's overrides applied (`run_config.resolve`; a note says what came from the run).
+  Call after `partitioning.initialize_from_flags`."""
+  holder = flags.FLAGS[name]
+  try:
+    config = getattr(flags.FLAGS, name)
+    config.get('model')  # a config file that failed to load raises on first use
+  except _CONFIG_FLAG_ERRORS as e:
+    filename = config_flags.get_config_filename(holder)
+    if not os.path.exists(filename.split(':')[0]):
+      raise ConfigError(f'--{name} {filename}: no such file') from None
+    raise ConfigError(f'cannot load --{name} {filename}: {_message(e)}') from None
+  if workdir is None:
+    return config
+  config, note = run_config.resolve(workdir, config, config_flags.get_override_values(holder))
+  if note and partitioning.is_main_process():
+    print(note)
+  return config
+
+
+def run(main: Callable) -> None:
+  """app.run(main), printing a UserError raised by `main` as one line."""
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except USER_ERRORS as e:
+      exit_with(str(e))
+
+  def parse_flags(argv):
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:  # a bad flag or --config.<key> value
+      exit_with(str(e))
+
+  app.run(guarded, flags_parser=parse_flags)
