@@ -57,7 +57,7 @@ def main(argv):
       header += ',true_prob'
     os.makedirs(os.path.dirname(os.path.abspath(f.predictions)), exist_ok=True)
     np.savetxt(f.predictions, np.stack(table, axis=1), delimiter=',', header=header,
-               comments='', fmt=['%d', '%d', '%d', '%.6f'] + (['%.6f'] if 'prob' in cols else []))
+               comments='', fmt=['%d', '%d', '%d', '%.9g'] + (['%.9g'] if 'prob' in cols else []))
     print(f'predictions: {f.predictions}')
 
 

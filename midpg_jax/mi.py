@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from midpg_jax.errors import ConfigError
+
 ESTIMATORS = ('infonce', 'jsd', 'mine', 'none')
 SKETCH_SEED = 20230926  # fixed: the sketch is part of the estimator, not a trained parameter
 # Below this RMS entry of M a sketch counts as "small": the critic is linear there, so its gradient
@@ -112,4 +114,4 @@ def mi_lower_bound(name: str, scores, scenario, present) -> jax.Array:
     return mine(scores, scenario, present)
   if name == 'none':
     return jnp.zeros((), scores.dtype)
-  raise ValueError(f'unknown MI estimator {name!r}; choose one of {ESTIMATORS}')
+  raise ConfigError(f'unknown MI estimator {name!r}; choose one of {ESTIMATORS}')

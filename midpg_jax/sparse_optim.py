@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from midpg_jax.errors import ConfigError
 from midpg_jax.models.layers import EMBED_PREFIX
 
 OPTIMIZERS = ('adam', 'adagrad', 'sgd')
@@ -103,7 +104,7 @@ def make_row_sparse(train_cfg, schedule, dense_tx: optax.GradientTransformation,
                     min_rows: int = MIN_ROWS) -> RowSparseOptimizer:
   kind = train_cfg.optimizer
   if kind not in OPTIMIZERS:
-    raise ValueError(f'train.sparse_embeddings supports train.optimizer in {OPTIMIZERS}, '
+    raise ConfigError(f'train.sparse_embeddings supports train.optimizer in {OPTIMIZERS}, '
                      f'got {kind!r}')
   return RowSparseOptimizer(dense=dense_tx, schedule=schedule, kind=kind,
                             weight_decay=float(train_cfg.weight_decay),
@@ -147,12 +148,12 @@ def remap(model, batch: dict, tables: dict) -> tuple[Any, dict, dict[str, TableR
   """(model over the gathered rows, batch with remapped ids, {name: TableRows})."""
   spec = getattr(model, 'spec', None)
   if spec is None:
-    raise ValueError(f'train.sparse_embeddings needs a model with a `spec` field; '
+    raise ConfigError(f'train.sparse_embeddings needs a model with a `spec` field; '
                      f'{type(model).__name__} has none')
   ids = _field_ids(spec, batch)
   unknown = set(tables) - set(ids)
   if unknown:
-    raise ValueError(f'embedding tables {sorted(unknown)} match no field of the feature spec')
+    raise ConfigError(f'embedding tables {sorted(unknown)} match no field of the feature spec')
   found = {n: unique_rows(ids[n][0], tables[n].shape[0], ids[n][1]) for n in tables}
   size = {n: r.rows.shape[0] for n, r in found.items()}
   new_spec = dataclasses.replace(

@@ -7,6 +7,7 @@ from typing import Callable
 
 from midpg_jax.data import aliccp, aliexpress, amazon, iaac, scenario_wise_rec, synthetic
 from midpg_jax.data.schema import Columns, FeatureSpec, num_rows, validate_columns
+from midpg_jax.errors import ConfigError
 
 
 @dataclasses.dataclass
@@ -42,7 +43,7 @@ def dataset_names() -> list[str]:
 def load_dataset(data_config) -> Dataset:
   name = data_config.name
   if name not in _LOADERS:
-    raise ValueError(f'unknown dataset config.data.name={name!r}; known: {dataset_names()}')
+    raise ConfigError(f'unknown dataset config.data.name={name!r}; known: {dataset_names()}')
   spec, splits = _LOADERS[name](data_config)
   for split, cols in splits.items():
     validate_columns(cols, spec, f'dataset {name!r} split {split!r}')

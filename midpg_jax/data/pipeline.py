@@ -18,6 +18,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from midpg_jax.data.schema import Columns, num_rows
+from midpg_jax.errors import ConfigError
 
 
 def take_rows(columns: Mapping, index) -> Columns:
@@ -88,7 +89,7 @@ def train_batches(columns: Mapping, global_batch_size: int, seed: int, epoch: in
     start_step: skip this many batches (resuming inside an epoch).
   """
   if global_batch_size % process_count:
-    raise ValueError(f'global batch size {global_batch_size} does not divide by '
+    raise ConfigError(f'global batch size {global_batch_size} does not divide by '
                      f'{process_count} processes')
   n = num_rows(columns)
   per_process = global_batch_size // process_count

@@ -21,6 +21,8 @@ from typing import Mapping
 
 import numpy as np
 
+from midpg_jax.errors import DataError
+
 Columns = dict  # name -> np.ndarray, all with the same first dimension
 
 
@@ -70,23 +72,23 @@ def validate_columns(columns: Mapping[str, np.ndarray], spec: FeatureSpec, where
   """Checks the invariants above; raises ValueError naming `where` and the offending column."""
   for key in ('cat', 'dense', 'scenario', 'label'):
     if key not in columns:
-      raise ValueError(f'{where}: missing column {key!r}')
+      raise DataError(f'{where}: missing column {key!r}')
   n = num_rows(columns)
   if n == 0:
-    raise ValueError(f'{where}: the split is empty')
+    raise DataError(f'{where}: the split is empty')
   for key, arr in columns.items():
     if key == 'multi':
       for name, m in arr.items():
         if len(m) != n:
-          raise ValueError(f'{where}: multi-valued column {name!r} has {len(m)} rows, expected {n}')
+          raise DataError(f'{where}: multi-valued column {name!r} has {len(m)} rows, expected {n}')
       continue
     if len(arr) != n:
-      raise ValueError(f'{where}: column {key!r} has {len(arr)} rows, expected {n}')
+      raise DataError(f'{where}: column {key!r} has {len(arr)} rows, expected {n}')
   if columns['cat'].shape[1:] != (len(spec.cat_names),):
-    raise ValueError(f'{where}: cat has shape {columns["cat"].shape}, '
+    raise DataError(f'{where}: cat has shape {columns["cat"].shape}, '
                      f'expected (N, {len(spec.cat_names)})')
   if columns['dense'].shape[1:] != (spec.num_dense,):
-    raise ValueError(f'{where}: dense has shape {columns["dense"].shape}, '
+    raise DataError(f'{where}: dense has shape {columns["dense"].shape}, '
                      f'expected (N, {spec.num_dense})')
   # Row blocks, so a memory-mapped split of any size is checked without full-size temporaries.
   for lo in range(0, n, _VALIDATE_ROWS):
@@ -101,19 +103,19 @@ def _validate_rows(columns, spec: FeatureSpec, where: str, lo: int, hi: int) -> 
   bad = ~np.isin(label, (0.0, 1.0))
   if bad.any():
     i = int(np.argmax(bad))
-    raise ValueError(f'{where}: label outside {{0, 1}} at row {lo + i}: {label[i]!r}')
+    raise DataError(f'{where}: label outside {{0, 1}} at row {lo + i}: {label[i]!r}')
   dense = np.asarray(columns['dense'][lo:hi])
   if not np.isfinite(dense).all():
     i = int(np.argmax(~np.isfinite(dense).all(axis=1)))
-    raise ValueError(f'{where}: non-finite dense feature at row {lo + i}')
+    raise DataError(f'{where}: non-finite dense feature at row {lo + i}')
   s = np.asarray(columns['scenario'][lo:hi])
   if s.min() < 0 or s.max() >= spec.num_scenarios:
     i = int(np.argmax((s < 0) | (s >= spec.num_scenarios)))
-    raise ValueError(f'{where}: scenario id {s[i]} at row {lo + i} is outside '
+    raise DataError(f'{where}: scenario id {s[i]} at row {lo + i} is outside '
                      f'[0, {spec.num_scenarios})')
   cat = np.asarray(columns['cat'][lo:hi])
   vocab = np.asarray(spec.cat_vocab_sizes)
   if cat.size and ((cat < 0) | (cat >= vocab)).any():
     r, c = np.argwhere((cat < 0) | (cat >= vocab))[0]
-    raise ValueError(f'{where}: id {cat[r, c]} of field {spec.cat_names[c]!r} at row {lo + r} '
+    raise DataError(f'{where}: id {cat[r, c]} of field {spec.cat_names[c]!r} at row {lo + r} '
                      f'is outside its vocabulary [0, {vocab[c]})')

@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from midpg_jax.data.schema import Columns, FeatureSpec
+from midpg_jax.errors import ConfigError
 
 _HASH_BUCKETS = 10_007  # distinct values a hashed cross takes: crosses are learnable, not unique
 
@@ -96,15 +97,15 @@ def generate(cfg) -> tuple[FeatureSpec, dict[str, Columns]]:
   weights = np.asarray(cfg.scenario_weights, np.float64)
   base_rates = np.asarray(cfg.base_rates, np.float64)
   if len(weights) != num_scen or len(base_rates) != num_scen:
-    raise ValueError(f'data.scenario_weights and data.base_rates need {num_scen} values '
+    raise ConfigError(f'data.scenario_weights and data.base_rates need {num_scen} values '
                      f'(data.num_scenarios), got {len(weights)} and {len(base_rates)}')
   if not ((base_rates > 0) & (base_rates < 1)).all():
-    raise ValueError(f'data.base_rates must lie in (0, 1), got {tuple(base_rates)}')
+    raise ConfigError(f'data.base_rates must lie in (0, 1), got {tuple(base_rates)}')
   if cfg.heterogeneity < 0:
-    raise ValueError(f'data.heterogeneity must be >= 0, got {cfg.heterogeneity}')
+    raise ConfigError(f'data.heterogeneity must be >= 0, got {cfg.heterogeneity}')
   for f in list(cfg.shifted_fields) + list(cfg.specific_fields):
     if not 0 <= f < num_fields:
-      raise ValueError(f'data field index {f} is outside [0, {num_fields})')
+      raise ConfigError(f'data field index {f} is outside [0, {num_fields})')
 
   sizes = [int(cfg.num_train), int(cfg.num_val), int(cfg.num_test)]
   n = sum(sizes)

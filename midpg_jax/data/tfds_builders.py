@@ -34,6 +34,7 @@ from tensorflow_datasets.core import utils as tfds_utils
 
 from midpg_jax.data import (aliccp, aliexpress, amazon, encode, iaac, prepare, scenario_wise_rec,
                             sources)
+from midpg_jax.errors import ConfigError
 
 
 class _RawRowsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -153,7 +154,7 @@ BUILDERS = {'iaac': MidpgIaac, 'aliccp': MidpgAliccp, 'aliexpress': MidpgAliexpr
 def builder(data_config, data_dir: str | None = None) -> _RawRowsBuilder:
   name = str(data_config.name)
   if name not in BUILDERS:
-    raise ValueError(f'no TFDS builder for dataset {name!r}; there are {sorted(BUILDERS)}')
+    raise ConfigError(f'no TFDS builder for dataset {name!r}; there are {sorted(BUILDERS)}')
   return BUILDERS[name](data_config=data_config,
                         data_dir=os.path.expanduser(data_dir) if data_dir else None)
 

@@ -14,8 +14,8 @@ from typing import Callable
 import flax.linen as nn
 
 from midpg_jax import mi
-from midpg_jax.errors import DataError
 from midpg_jax.data.schema import FeatureSpec
+from midpg_jax.errors import ConfigError, DataError
 from midpg_jax.models.baselines import Logistic, Mlp, SharedBottom
 from midpg_jax.models.midpg import COMBINES, MIDPG, SCENARIO_MATMULS
 from midpg_jax.models.apg import APG, APG_CONDITIONS
@@ -46,11 +46,11 @@ def model_names() -> list[str]:
 def _common(cfg) -> dict:
   hidden = tuple(int(w) for w in cfg.hidden)
   if not hidden or min(hidden) <= 0:
-    raise ValueError(f'model.hidden must be positive widths, got {tuple(cfg.hidden)}')
+    raise ConfigError(f'model.hidden must be positive widths, got {tuple(cfg.hidden)}')
   if cfg.embed_dim <= 0:
-    raise ValueError(f'model.embed_dim must be positive, got {cfg.embed_dim}')
+    raise ConfigError(f'model.embed_dim must be positive, got {cfg.embed_dim}')
   if not 0 <= cfg.dropout < 1:
-    raise ValueError(f'model.dropout must lie in [0, 1), got {cfg.dropout}')
+    raise ConfigError(f'model.dropout must lie in [0, 1), got {cfg.dropout}')
   return dict(hidden=hidden, embed_dim=int(cfg.embed_dim), act=cfg.activation,
               dropout=float(cfg.dropout))
 
@@ -58,23 +58,23 @@ def _common(cfg) -> dict:
 @register_model('midpg')
 def _midpg(cfg, spec, base_rate):
   if cfg.rank <= 0 or cfg.specific_rank <= 0:
-    raise ValueError(f'model.rank and model.specific_rank must be positive, got '
+    raise ConfigError(f'model.rank and model.specific_rank must be positive, got '
                      f'{cfg.rank} and {cfg.specific_rank}')
   if cfg.mi_estimator not in mi.ESTIMATORS:
-    raise ValueError(f'unknown model.mi_estimator {cfg.mi_estimator!r}; '
+    raise ConfigError(f'unknown model.mi_estimator {cfg.mi_estimator!r}; '
                      f'choose one of {mi.ESTIMATORS}')
   if cfg.mi_temperature <= 0:
-    raise ValueError(f'model.mi_temperature must be positive, got {cfg.mi_temperature}')
+    raise ConfigError(f'model.mi_temperature must be positive, got {cfg.mi_temperature}')
   if cfg.combine not in COMBINES:
-    raise ValueError(f'unknown model.combine {cfg.combine!r}; choose one of {COMBINES}')
+    raise ConfigError(f'unknown model.combine {cfg.combine!r}; choose one of {COMBINES}')
   if cfg.scenario_matmul not in SCENARIO_MATMULS:
-    raise ValueError(f'unknown model.scenario_matmul {cfg.scenario_matmul!r}; '
+    raise ConfigError(f'unknown model.scenario_matmul {cfg.scenario_matmul!r}; '
                      f'choose one of {SCENARIO_MATMULS}')
   if cfg.combine == 'replace' and not (cfg.use_shared or cfg.use_specific):
-    raise ValueError("model.combine='replace' needs model.use_shared or model.use_specific")
+    raise ConfigError("model.combine='replace' needs model.use_shared or model.use_specific")
   unknown = set(cfg.generator_features) - set(spec.cat_names) - set(spec.multi_names)
   if unknown:
-    raise ValueError(f'model.generator_features names unknown fields {sorted(unknown)}')
+    raise ConfigError(f'model.generator_features names unknown fields {sorted(unknown)}')
   return MIDPG(spec=spec, scenario_embed_dim=int(cfg.scenario_embed_dim), rank=int(cfg.rank),
                specific_rank=int(cfg.specific_rank),
                generator_hidden=tuple(int(w) for w in cfg.generator_hidden),
@@ -105,27 +105,27 @@ def _logistic(cfg, spec, base_rate):
 def _positive_ints(cfg, *keys) -> dict:
   for key in keys:
     if int(cfg[key]) <= 0:
-      raise ValueError(f'model.{key} must be a positive integer, got {cfg[key]}')
+      raise ConfigError(f'model.{key} must be a positive integer, got {cfg[key]}')
   return {key: int(cfg[key]) for key in keys}
 
 
 def _widths(cfg, key) -> tuple[int, ...]:
   widths = tuple(int(w) for w in cfg[key])
   if not widths or min(widths) <= 0:
-    raise ValueError(f'model.{key} must be positive widths, got {tuple(cfg[key])}')
+    raise ConfigError(f'model.{key} must be positive widths, got {tuple(cfg[key])}')
   return widths
 
 
 def _scenario_matmul(cfg) -> str:
   if cfg.zoo_scenario_matmul not in ROUTINGS:
-    raise ValueError(f'unknown model.zoo_scenario_matmul {cfg.zoo_scenario_matmul!r}; '
+    raise ConfigError(f'unknown model.zoo_scenario_matmul {cfg.zoo_scenario_matmul!r}; '
                      f'choose one of {ROUTINGS}')
   return cfg.zoo_scenario_matmul
 
 
 def _pn_momentum(cfg) -> float:
   if not 0 <= cfg.pn_momentum < 1:
-    raise ValueError(f'model.pn_momentum must lie in [0, 1), got {cfg.pn_momentum}')
+    raise ConfigError(f'model.pn_momentum must lie in [0, 1), got {cfg.pn_momentum}')
   return float(cfg.pn_momentum)
 
 
@@ -163,7 +163,7 @@ def _sar_net(cfg, spec, base_rate):
 @register_model('m2m')
 def _m2m(cfg, spec, base_rate):
   if int(cfg.m2m_meta_layers) < 0:
-    raise ValueError(f'model.m2m_meta_layers must be >= 0, got {cfg.m2m_meta_layers}')
+    raise ConfigError(f'model.m2m_meta_layers must be >= 0, got {cfg.m2m_meta_layers}')
   return M2M(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim', 'num_experts'),
              attention_dim=_positive_ints(cfg, 'm2m_attention_dim')['m2m_attention_dim'],
              meta_layers=int(cfg.m2m_meta_layers), scenario_matmul=_scenario_matmul(cfg),
@@ -173,21 +173,21 @@ def _m2m(cfg, spec, base_rate):
 @register_model('adasparse')
 def _adasparse(cfg, spec, base_rate):
   if cfg.adasparse_form not in ADASPARSE_FORMS:
-    raise ValueError(f'unknown model.adasparse_form {cfg.adasparse_form!r}; '
+    raise ConfigError(f'unknown model.adasparse_form {cfg.adasparse_form!r}; '
                      f'choose one of {ADASPARSE_FORMS}')
   if cfg.adasparse_beta < 1:
-    raise ValueError(f'model.adasparse_beta must be >= 1, got {cfg.adasparse_beta}')
+    raise ConfigError(f'model.adasparse_beta must be >= 1, got {cfg.adasparse_beta}')
   if not 0 < cfg.adasparse_epsilon < 1:
-    raise ValueError(f'model.adasparse_epsilon must lie in (0, 1), got {cfg.adasparse_epsilon}')
+    raise ConfigError(f'model.adasparse_epsilon must lie in (0, 1), got {cfg.adasparse_epsilon}')
   if cfg.adasparse_alpha <= 0 or cfg.adasparse_alpha_step < 0:
-    raise ValueError(f'model.adasparse_alpha must be positive and model.adasparse_alpha_step >= 0, '
+    raise ConfigError(f'model.adasparse_alpha must be positive and model.adasparse_alpha_step >= 0, '
                      f'got {cfg.adasparse_alpha} and {cfg.adasparse_alpha_step}')
   if cfg.adasparse_sparsity_weight < 0:
-    raise ValueError(f'model.adasparse_sparsity_weight must be >= 0, '
+    raise ConfigError(f'model.adasparse_sparsity_weight must be >= 0, '
                      f'got {cfg.adasparse_sparsity_weight}')
   r_range = tuple(float(r) for r in cfg.adasparse_sparsity_range)
   if len(r_range) != 2 or not 0 <= r_range[0] <= r_range[1] <= 1:
-    raise ValueError(f'model.adasparse_sparsity_range must be (r_min, r_max) with '
+    raise ConfigError(f'model.adasparse_sparsity_range must be (r_min, r_max) with '
                      f'0 <= r_min <= r_max <= 1, got {tuple(cfg.adasparse_sparsity_range)}')
   return AdaSparse(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim'),
                    form=cfg.adasparse_form, beta=float(cfg.adasparse_beta),
@@ -201,7 +201,7 @@ def _pepnet_variant(cfg, spec, use_ep: bool, use_pp: bool):
   prior = tuple(cfg.pepnet_prior_fields)
   unknown = set(prior) - set(spec.cat_names) - set(spec.multi_names)
   if unknown:
-    raise ValueError(f'model.pepnet_prior_fields names unknown fields {sorted(unknown)}; known: '
+    raise ConfigError(f'model.pepnet_prior_fields names unknown fields {sorted(unknown)}; known: '
                      f'{sorted((*spec.cat_names, *spec.multi_names))}')
   return PEPNet(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim'), use_ep=use_ep,
                 use_pp=use_pp, prior_fields=prior, **_common(cfg))
@@ -225,10 +225,10 @@ def _ppnet(cfg, spec, base_rate):
 @register_model('apg')
 def _apg(cfg, spec, base_rate):
   if cfg.apg_condition not in APG_CONDITIONS:
-    raise ValueError(f'unknown model.apg_condition {cfg.apg_condition!r}; '
+    raise ConfigError(f'unknown model.apg_condition {cfg.apg_condition!r}; '
                      f'choose one of {APG_CONDITIONS}')
   if int(cfg.apg_overparam) < 0:
-    raise ValueError(f'model.apg_overparam must be >= 0 (0 = off), got {cfg.apg_overparam}')
+    raise ConfigError(f'model.apg_overparam must be >= 0 (0 = off), got {cfg.apg_overparam}')
   return APG(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim'), condition=cfg.apg_condition,
              rank=_positive_ints(cfg, 'apg_rank')['apg_rank'], overparam=int(cfg.apg_overparam),
              generate_bias=bool(cfg.apg_generate_bias),
@@ -240,7 +240,7 @@ def _hamur(cfg, spec, base_rate):
   n = _positive_ints(cfg, 'hamur_adapters', 'hamur_adapter_dim', 'hamur_rank')
   common = _common(cfg)
   if n['hamur_adapters'] > len(common['hidden']):
-    raise ValueError(f'model.hamur_adapters={n["hamur_adapters"]} exceeds the '
+    raise ConfigError(f'model.hamur_adapters={n["hamur_adapters"]} exceeds the '
                      f'{len(common["hidden"])} hidden layers of model.hidden')
   return HAMUR(spec=spec, adapter_dim=n['hamur_adapter_dim'], rank=n['hamur_rank'],
                num_adapters=n['hamur_adapters'], hyper_hidden=_widths(cfg, 'hamur_hyper_hidden'),
@@ -252,7 +252,7 @@ def build_model(model_config, spec: FeatureSpec, base_rate: float | None = None)
   (`logistic`'s output bias) and must work without it."""
   name = model_config.name
   if name not in _BUILDERS:
-    raise ValueError(f'unknown config.model.name={name!r}; known: {model_names()}')
+    raise ConfigError(f'unknown config.model.name={name!r}; known: {model_names()}')
   if base_rate is not None and not 0.0 < float(base_rate) < 1.0:
     raise DataError(f'the training labels have base rate {base_rate}; it must lie in (0, 1) '
                     '(a split with only one class cannot train a classifier)')

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.models.layers import MLP, FeatureEmbedding, ScenarioEmbedding, activation
 from midpg_jax.models.scenario_ops import generated_core
+from midpg_jax.errors import ConfigError
 
 APG_CONDITIONS = ('scenario', 'mixed', 'self')
 
@@ -85,7 +86,7 @@ class APG(nn.Module):
   @nn.compact
   def __call__(self, batch, train: bool = False):
     if self.condition not in APG_CONDITIONS:
-      raise ValueError(f'unknown model.apg_condition {self.condition!r}; '
+      raise ConfigError(f'unknown model.apg_condition {self.condition!r}; '
                        f'choose one of {APG_CONDITIONS}')
     num_scen = self.spec.num_scenarios
     x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)

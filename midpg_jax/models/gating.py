@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.models.layers import FeatureEmbedding, ScenarioEmbedding, activation
+from midpg_jax.errors import ConfigError
 
 GATE_SCALE = 2.0  # PEPNet's gamma: Gate NU outputs lie in (0, 2)
 ADASPARSE_FORMS = ('binarization', 'scaling', 'fusion')
@@ -107,7 +108,7 @@ class Pruner(nn.Module):
     if self.form == 'fusion':
       scaled = self.beta * soft
       return scaled * jax.lax.stop_gradient((scaled >= self.epsilon).astype(soft.dtype))
-    raise ValueError(f'unknown model.adasparse_form {self.form!r}; choose one of {ADASPARSE_FORMS}')
+    raise ConfigError(f'unknown model.adasparse_form {self.form!r}; choose one of {ADASPARSE_FORMS}')
 
 
 class AdaSparse(nn.Module):

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from midpg_jax.data.schema import FeatureSpec
+from midpg_jax.errors import ConfigError
 
 # Embedding tables are named `embed_<field>` in every model so that the distribution code can find
 # them by name and shard them by rows (vocabulary) on the mesh's `model` axis.
@@ -21,7 +22,7 @@ ACTIVATIONS: dict[str, Callable] = {'relu': nn.relu, 'gelu': nn.gelu, 'tanh': jn
 
 def activation(name: str) -> Callable:
   if name not in ACTIVATIONS:
-    raise ValueError(f'unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}')
+    raise ConfigError(f'unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}')
   return ACTIVATIONS[name]
 
 

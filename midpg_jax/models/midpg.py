@@ -64,6 +64,7 @@ from midpg_jax import mi
 from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.models.layers import (FeatureEmbedding, MLP, ScenarioEmbedding, activation,
                                      scenario_counts)
+from midpg_jax.errors import ConfigError
 
 COMBINES = ('modulate', 'replace')
 SCENARIO_MATMULS = ('tiled', 'ragged', 'onehot', 'masked')
@@ -231,7 +232,7 @@ class ModulatedDense(nn.Module):
     (out, self.summary(...)) instead of out.
     """
     if self.combine not in COMBINES:
-      raise ValueError(f'unknown model.combine {self.combine!r}; choose one of {COMBINES}')
+      raise ConfigError(f'unknown model.combine {self.combine!r}; choose one of {COMBINES}')
     p = self.setup_params(h.shape[-1])
     out = self._forward(p, h, scenario, core, path, group_sizes)
     if summary_inputs is None:
@@ -333,7 +334,7 @@ class MIDPG(nn.Module):
       path = 'instance'
     else:
       if self.scenario_matmul not in SCENARIO_MATMULS:
-        raise ValueError(f'unknown model.scenario_matmul {self.scenario_matmul!r}; '
+        raise ConfigError(f'unknown model.scenario_matmul {self.scenario_matmul!r}; '
                          f'choose one of {SCENARIO_MATMULS}')
       path = self.scenario_matmul
     embed = FeatureEmbedding(self.spec, self.embed_dim, name='features')
@@ -348,7 +349,7 @@ class MIDPG(nn.Module):
     if instance:
       unknown = set(self.generator_features) - set(fields)
       if unknown:
-        raise ValueError(f'model.generator_features names unknown fields {sorted(unknown)}; '
+        raise ConfigError(f'model.generator_features names unknown fields {sorted(unknown)}; '
                          f'known: {sorted(fields)}')
       z = jnp.concatenate([scen_embed(scenario)] + [fields[f] for f in self.generator_features],
                           axis=-1)  # (B, d_z)

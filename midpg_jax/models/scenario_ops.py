@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from midpg_jax.models.layers import FeatureEmbedding, activation, scenario_counts
+from midpg_jax.errors import ConfigError
 
 ROUTINGS = ('ragged', 'onehot')
 
@@ -60,7 +61,7 @@ def embed_and_route(model: nn.Module, batch) -> tuple[jax.Array, 'Routing']:
 
 def make_routing(scenario: jax.Array, num_scenarios: int, method: str) -> Routing:
   if method not in ROUTINGS:
-    raise ValueError(f'unknown model.zoo_scenario_matmul {method!r}; choose one of {ROUTINGS}')
+    raise ConfigError(f'unknown model.zoo_scenario_matmul {method!r}; choose one of {ROUTINGS}')
   scenario = jnp.asarray(scenario, jnp.int32)
   order = None
   if method == 'ragged':
