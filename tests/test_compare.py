@@ -201,9 +201,10 @@ def test_oracle_legend_entry_is_inside_the_legend_box():
 def test_learning_curve_on_a_prepared_dataset_takes_its_first_rows(tmp_path):
   from configs.bench import aliccp_curve
   from midpg_jax.data import load_dataset
-  from test_datasets import shared_samples
+  from test_datasets import SAMPLE_FILES, shared_samples
   b = aliccp_curve.get_config()
   b.base.data.manual_dir = str(shared_samples())
+  b.base.data.update(SAMPLE_FILES)  # the samples' names, which the default patterns exclude
   b.base.data.prepared_dir = str(tmp_path / 'prepared')
   b.base.data.min_count = 1
   b.base.model.hidden, b.base.model.embed_dim = (8,), 4
