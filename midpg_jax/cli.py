@@ -98,5 +98,7 @@ def run(main: Callable) -> None:
       return flags.FLAGS(argv)
     except flags.Error as e:  # a bad flag or --config.<key> value
       exit_with(str(e))
+    except _CONFIG_FLAG_ERRORS as e:  # an override naming a key the given --config file lacks
+      exit_with(f'{_overrides_in_argv("config") or "--config"}: {_message(e)}')
 
   app.run(guarded, flags_parser=parse_flags)

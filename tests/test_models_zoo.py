@@ -465,3 +465,13 @@ def test_logistic_starts_at_the_base_rate_and_trains(data, fitted):
   assert auc > from_half + 0.02  # measured: 0.595 vs 0.557 (3 epochs at lr 1e-3)
   with pytest.raises(ValueError, match='base rate'):
     build_model(zoo_config('logistic').model, ds.spec, base_rate=0.0)
+
+
+def test_a_non_numeric_width_is_a_config_error():
+  from configs import default
+  from midpg_jax.errors import ConfigError
+  from midpg_jax.models import build_model
+  cfg = default.get_config().model
+  cfg.name, cfg.hidden = 'mlp', ('abc',)
+  with pytest.raises(ConfigError, match=r"model.hidden must be a tuple of widths, got \('abc',\)"):
+    build_model(cfg, None)

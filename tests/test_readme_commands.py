@@ -54,6 +54,8 @@ def test_readme_train_then_eval_without_the_override(tmp_path):
 @pytest.mark.parametrize('args,message', [
     (['--config.model.rnak=8'],
      'error: --config.model.rnak=8: no config key \'rnak\'. Did you mean "rank" instead of "rnak"?'),
+    (['--config', 'configs/default.py', '--config.model.rnak=8'],
+     'error: --config.model.rnak=8: no config key \'rnak\'. Did you mean "rank" instead of "rnak"?'),
     (['--config', 'configs/nope.py'], 'error: --config configs/nope.py: no such file'),
     (['--config.train.batch_size=abc'], "error: flag --config.train.batch_size=abc: invalid "
                                         "literal for int() with base 10: 'abc'"),

@@ -44,7 +44,10 @@ def model_names() -> list[str]:
 
 
 def _common(cfg) -> dict:
-  hidden = tuple(int(w) for w in cfg.hidden)
+  try:
+    hidden = tuple(int(w) for w in cfg.hidden)
+  except (TypeError, ValueError):
+    raise ConfigError(f'model.hidden must be a tuple of widths, got {cfg.hidden!r}') from None
   if not hidden or min(hidden) <= 0:
     raise ConfigError(f'model.hidden must be positive widths, got {tuple(cfg.hidden)}')
   if cfg.embed_dim <= 0:
