@@ -41,3 +41,16 @@ def small_config(**data_overrides):
 @pytest.fixture
 def config():
   return small_config()
+
+
+def parity_data():
+  """(config, dataset, batch) for the PyTorch parity tests: a 256-row batch with 16 padding rows
+  (weight 0), which both sides must mask out identically."""
+  from midpg_jax.data import load_dataset, pipeline
+  from midpg_jax.train_state import model_inputs
+  c = small_config()
+  c.data.num_train, c.data.num_val, c.data.num_test = 4_000, 1_000, 1_000
+  ds = load_dataset(c.data)
+  batch = model_inputs(next(pipeline.eval_batches(ds.splits['train'], 256)))
+  batch['weight'][-16:] = 0.0
+  return c, ds, batch

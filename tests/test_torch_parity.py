@@ -18,12 +18,11 @@ torch = pytest.importorskip(
     '(`make test` does) to run the PyTorch parity tests')
 
 from midpg_jax import objective  # noqa: E402
-from midpg_jax.data import load_dataset, pipeline  # noqa: E402
 from midpg_jax.models import build_model  # noqa: E402
 from midpg_jax.models.midpg import SCENARIO_MATMULS  # noqa: E402
 from midpg_jax.train_state import (TrainState, init_variables, make_optimizer,  # noqa: E402
-                                   make_train_step, model_inputs)
-from conftest import small_config  # noqa: E402
+                                   make_train_step)
+from conftest import parity_data  # noqa: E402
 from reference import torch_midpg as tm  # noqa: E402
 
 RTOL, ATOL = 2e-4, 2e-5
@@ -31,12 +30,7 @@ RTOL, ATOL = 2e-4, 2e-5
 
 @pytest.fixture(scope='module')
 def data():
-  c = small_config()
-  c.data.num_train, c.data.num_val, c.data.num_test = 4_000, 1_000, 1_000
-  ds = load_dataset(c.data)
-  batch = model_inputs(next(pipeline.eval_batches(ds.splits['train'], 256)))
-  batch['weight'][-16:] = 0.0  # padding rows must be masked out identically
-  return c, ds, batch
+  return parity_data()
 
 
 def _params(model, cfg, spec, batch, seed=3):

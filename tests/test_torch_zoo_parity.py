@@ -19,11 +19,10 @@ torch = pytest.importorskip(
     '(`make test` does) to run the PyTorch parity tests')
 
 from midpg_jax import objective  # noqa: E402
-from midpg_jax.data import load_dataset, pipeline  # noqa: E402
 from midpg_jax.models import build_model  # noqa: E402
 from midpg_jax.train_state import (TrainState, init_variables, make_optimizer,  # noqa: E402
-                                   make_train_step, model_inputs)
-from conftest import small_config  # noqa: E402
+                                   make_train_step)
+from conftest import parity_data  # noqa: E402
 from reference import torch_midpg as tm  # noqa: E402
 from reference import torch_zoo as tz  # noqa: E402
 
@@ -32,18 +31,9 @@ RTOL, ATOL = 2e-4, 2e-5
 HIDDEN = {'star': (32, 16), 'mmoe': (32, 16), 'ple': (32, 16, 8), 'shared_bottom': (32, 16)}
 
 
-def _jax_model(cfg, spec, batch):
-  del batch
-  return build_model(cfg, spec)
-
-
 @pytest.fixture(scope='module')
 def data():
-  c = small_config()
-  c.data.num_train, c.data.num_val, c.data.num_test = 4_000, 1_000, 1_000
-  ds = load_dataset(c.data)
-  batch = model_inputs(next(pipeline.eval_batches(ds.splits['train'], 256)))
-  batch['weight'][-16:] = 0.0  # padding rows must be masked out identically
+  c, ds, batch = parity_data()
   assert len(np.unique(batch['scenario'])) == ds.spec.num_scenarios  # every scenario present
   return c, ds, batch
 
@@ -53,7 +43,7 @@ def _setup(data, name, seed=3):
   c, ds, batch = data
   cfg = c.model.copy_and_resolve_references()
   cfg.name, cfg.hidden = name, HIDDEN[name]
-  model = _jax_model(cfg, ds.spec, batch)
+  model = build_model(cfg, ds.spec)
   torch.manual_seed(seed)
   tmodel = tz.build_torch_zoo_model(cfg, ds.spec)
   init, state = tz.params_as_jax_tree(tmodel), tz.state_as_jax_tree(tmodel)
