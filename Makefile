@@ -3,7 +3,7 @@
 #                (pip install -e ., so the midpg-* commands exist), trains MI-DPG on the
 #                built-in synthetic dataset and prints the per-scenario table
 #   make test    same environment, runs the test suite (the environment includes
-#                requirements-bench.txt: torch, for the PyTorch parity tests and bench.py)
+#                requirements-bench.txt: torch, for the PyTorch parity tests and midpg_jax.speed)
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
