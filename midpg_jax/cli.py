@@ -84,8 +84,18 @@ def config_from_flags(workdir: str | None = None, name: str = 'config'):
   return config
 
 
+def _list_in_help(modules) -> None:
+  """absl's --help lists the flags of the main module, named by sys.argv[0] (train.py, or the
+  console script midpg-train); a command's flags are defined in its package module and, for
+  --config and the multi-process flags, in this module and partitioning."""
+  for module in modules:
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
 def run(main: Callable) -> None:
   """app.run(main), printing a UserError raised by `main` as one line."""
+  _list_in_help((main.__module__, __name__, partitioning.__name__))
 
   def guarded(argv):
     try:

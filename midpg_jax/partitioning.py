@@ -55,18 +55,9 @@ def _env_int(name: str) -> int | None:
   return int(value) if value not in (None, '') else None
 
 
-def _cluster_launch_detected() -> str | None:
-  """A multi-process launcher JAX can read its parameters from (SLURM, Open MPI, TPU pods)."""
-  if 'SLURM_JOB_ID' in os.environ and (_env_int('SLURM_NTASKS') or 1) > 1 \
-      and 'SLURM_PROCID' in os.environ:
-    return 'SLURM'
-  if 'OMPI_MCA_orte_hnp_uri' in os.environ and (_env_int('OMPI_COMM_WORLD_SIZE') or 1) > 1:
-    return 'Open MPI'
-  hosts = os.environ.get('TPU_WORKER_HOSTNAMES', '')
-  if len([h for h in hosts.split(',') if h]) > 1 or os.environ.get(
-      'MEGASCALE_COORDINATOR_ADDRESS'):
-    return 'TPU pod'
-  return None
+# What jax.distributed.initialize raises when it was given no coordinator and its own cluster
+# detection (SLURM, Open MPI, Cloud TPU pod slices, Kubernetes jobs; jax/_src/clusters) found none.
+_NO_CLUSTER_MESSAGE = 'coordinator_address should be defined'
 
 
 def initialize_distributed(mode: str = 'auto', coordinator_address: str | None = None,
@@ -78,29 +69,34 @@ def initialize_distributed(mode: str = 'auto', coordinator_address: str | None =
     mode 'off':  single process, whatever the environment says.
     mode 'on':   `jax.distributed.initialize` with the given values; those left None are filled
                  in by JAX from the environment (Cloud TPU pod slices, SLURM, Open MPI, ...).
-    mode 'auto': 'on' when any value is given (flags or JAX_COORDINATOR_ADDRESS /
-                 JAX_NUM_PROCESSES / JAX_PROCESS_ID) or a multi-process SLURM / Open MPI / TPU pod
-                 launch is detected; single process otherwise.
+    mode 'auto': as 'on', except that a single process runs when nothing is given (flags or
+                 JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID) and JAX's own
+                 cluster detection finds no launcher; `--num_processes=1` alone is one process.
+  Which launcher is which, and what it says about the processes, is left to JAX.
   """
   if mode not in ('auto', 'on', 'off'):
     raise ConfigError(f"unknown distributed mode {mode!r}; choose 'auto', 'on' or 'off'")
   if mode == 'off':
     return False
+  # JAX reads JAX_COORDINATOR_ADDRESS itself; the process count and id it takes from a detected
+  # cluster only, so the two variables are ours (documented with the flags).
   coordinator_address = coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS') or None
   num_processes = num_processes if num_processes is not None else _env_int('JAX_NUM_PROCESSES')
   process_id = process_id if process_id is not None else _env_int('JAX_PROCESS_ID')
-  given = any(v is not None for v in (coordinator_address, num_processes, process_id))
-  if mode == 'auto':
-    if not given and _cluster_launch_detected() is None:
-      return False
-    if given and num_processes == 1 and coordinator_address is None:
-      return False
+  if mode == 'auto' and num_processes == 1 and coordinator_address is None:
+    return False
   if jax.distributed.is_initialized():
     return True
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
+  try:
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+  except ValueError as e:
+    nothing_given = all(v is None for v in (coordinator_address, num_processes, process_id))
+    if mode == 'auto' and nothing_given and _NO_CLUSTER_MESSAGE in str(e):
+      return False  # no launcher: one process
+    raise
   log.info('process %d of %d (coordinator %s)', jax.process_index(), jax.process_count(),
-           coordinator_address or 'auto-detected')
+           coordinator_address or 'found by JAX')
   return True
 
 
@@ -110,9 +106,9 @@ def define_flags() -> None:
   flags.DEFINE_enum('distributed', 'auto', ['auto', 'on', 'off'],
                     "Multi-process runtime: 'auto' starts it when --coordinator_address / "
                     '--num_processes / --process_id (or JAX_COORDINATOR_ADDRESS, '
-                    'JAX_NUM_PROCESSES, JAX_PROCESS_ID) are set or a multi-task SLURM / Open MPI / '
-                    "TPU pod launch is detected; 'on' always calls jax.distributed.initialize "
-                    "(JAX fills unset values in from the cluster: use on Cloud TPU pod slices); "
+                    'JAX_NUM_PROCESSES, JAX_PROCESS_ID) are set or when JAX detects a cluster '
+                    'launch (SLURM, Open MPI, Cloud TPU pod slice, Kubernetes job; JAX fills the '
+                    "unset values in from it); 'on' always calls jax.distributed.initialize; "
                     "'off' = one process.")
   flags.DEFINE_string('coordinator_address', None, 'host:port of process 0, reachable by all '
                       'processes (multi-host runs).')

@@ -1,6 +1,6 @@
 """Does the columnar input pipeline keep up with training? Prints both rates and their ratio.
 
-  python scripts/bench_pipeline.py --config configs/aliccp.py \
+  python -m scripts.bench_pipeline --config configs/aliccp.py \
       --config.data.manual_dir=/tmp/aliccp_fake --config.data.prepared_dir=/tmp/aliccp_fake_prep \
       --generate_aliccp_rows=1000000
 
@@ -16,21 +16,17 @@
 """
 
 import os
-import sys
+import resource
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-import resource  # noqa: E402
-
-import jax  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from midpg_jax import trainer  # noqa: E402
-from midpg_jax.data import load_dataset, pipeline  # noqa: E402
-from scripts.make_aliccp_like import write_aliccp_like  # noqa: E402
-from midpg_jax.train_state import make_train_step, model_inputs  # noqa: E402
+from midpg_jax import trainer
+from midpg_jax.data import load_dataset, pipeline
+from midpg_jax.train_state import make_train_step, model_inputs
+from scripts.make_aliccp_like import write_aliccp_like
 
 config_flags.DEFINE_config_file('config', 'configs/aliccp.py', 'Training config file.')
 flags.DEFINE_integer('generate_aliccp_rows', 0, 'If > 0, first write a random Ali-CCP-format '

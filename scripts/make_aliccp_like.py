@@ -1,6 +1,6 @@
 """Writes random files in Ali-CCP's CSV form (Scenario-Wise-Rec), of any size, chunk by chunk.
 
-  python scripts/make_aliccp_like.py --out /tmp/aliccp20m --train_rows 20000000
+  python -m scripts.make_aliccp_like --out /tmp/aliccp20m --train_rows 20000000
 
 ali_ccp_train.csv gets --train_rows rows, ali_ccp_val.csv and ali_ccp_test.csv a tenth each.
 Zipf-distributed ids (capped per field), 20 % clicks, 5 % of clicks purchase, scenario 301 in
@@ -10,16 +10,13 @@ the input pipeline at scale: the labels are noise, so there is nothing to learn.
 
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.csv as pacsv  # noqa: E402
-
-from midpg_jax.data import aliccp  # noqa: E402
+from midpg_jax.data import aliccp
 
 HEADER = ['click', 'purchase', *aliccp.SPARSE_COLUMNS[:18], '301', *aliccp.SPARSE_COLUMNS[18:],
           *aliccp.DENSE_COLUMNS]

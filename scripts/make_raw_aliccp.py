@@ -1,6 +1,6 @@
 """Writes a generated Ali-CCP release (sample_skeleton + common_features) and times the reader.
 
-  python scripts/make_raw_aliccp.py --out /tmp/aliccp_raw --rows 1000000 --bench
+  python -m scripts.make_raw_aliccp --out /tmp/aliccp_raw --rows 1000000 --bench
 
 The shape follows the real release: ~58 impressions per common_feature_index, ~500 features per
 common line (the behaviour fields 109_14, 110_14, 127_14, 150_14 hold ~125 items each), ~13 per
@@ -17,14 +17,11 @@ import csv
 import hashlib
 import os
 import resource
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from midpg_jax.data import aliccp_raw  # noqa: E402
+from midpg_jax.data import aliccp_raw
 
 USER_FIELDS = ('101', '121', '122', '124', '125', '126', '127', '128', '129')
 BEHAVIOUR_FIELDS = ('109_14', '110_14', '127_14', '150_14')

@@ -1,7 +1,7 @@
 """The study behind the training defaults (issue 9 point 4): which of the field's usual tools
 against overfitting the ids lets every model keep improving past one pass, or stop at its best.
 
-  python scripts/overfit_study.py --out runs/overfit_study [--stage 1] [--seeds 0]
+  python -m scripts.overfit_study --out runs/overfit_study [--stage 1] [--seeds 0]
 
 Every (setting, model, seed) is one `train_and_evaluate` on the compare config's data (200k
 training rows of the built-in data, validation 50k, test 50k), appended to `<out>/study.csv` with
@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 import time
-
-sys.path.insert(0, os.getcwd())
 
 MODELS = ('midpg', 'sar_net', 'mmoe')
 _BEFORE = {'train.num_epochs': 2, 'train.schedule': 'constant'}  # the compare config until now

@@ -1,8 +1,8 @@
 """Measures streaming preparation on a large Ali-CCP-format dataset: wall time, CPU time, rows/s and
 peak resident memory.
 
-  python scripts/make_aliccp_like.py --out /tmp/aliccp20m --train_rows 20000000   # 2.8 GB, once
-  python scripts/prepare_at_scale.py --manual_dir /tmp/aliccp20m --prepared_dir /tmp/aliccp20m_prep
+  python -m scripts.make_aliccp_like --out /tmp/aliccp20m --train_rows 20000000   # 2.8 GB, once
+  python -m scripts.prepare_at_scale --manual_dir /tmp/aliccp20m --prepared_dir /tmp/aliccp20m_prep
 
 Prepares the entire space (`clicked_only=False`, so every generated row is kept: 20M training
 rows), always from scratch (`rebuild=True`), without progress bars. Peak memory is the process's
@@ -16,13 +16,10 @@ import argparse
 import json
 import os
 import resource
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from configs import aliccp as aliccp_config  # noqa: E402
-from midpg_jax.data import aliccp, load_dataset, prepare  # noqa: E402
+from configs import aliccp as aliccp_config
+from midpg_jax.data import aliccp, load_dataset, prepare
 
 
 def peak_rss_gb() -> float:

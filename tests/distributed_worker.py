@@ -16,11 +16,9 @@ start-up, so each scenario runs here, in a subprocess, and writes its results to
 import argparse
 import json
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'tests'))
+# Imports: midpg_jax from the checkout (the parent sets PYTHONPATH to its root) and conftest from
+# this folder (Python puts a script's own folder first on the path).
 
 TRAIN_STEPS = 4  # before the checkpoint
 MORE_STEPS = 3  # after it

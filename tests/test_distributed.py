@@ -181,3 +181,30 @@ def test_two_processes_train_together_like_one(mesh_run, compile_cache, tmp_path
   for mine, ref in zip(jsonl, report['reference_jsonl']):
     np.testing.assert_allclose(mine['train/loss'] if 'train/loss' in mine else 0.0,
                                ref.get('train/loss', 0.0), rtol=1e-5)
+
+
+# Run in a fresh process: jax.distributed.initialize must come before JAX touches a device.
+_AUTO_SCRIPT = '''
+import os, jax
+from midpg_jax import partitioning
+assert partitioning.initialize_distributed('auto') is False  # no launcher: one process
+os.environ.update(SLURM_JOB_ID='1', SLURM_STEP_NODELIST='localhost', SLURM_NTASKS='1',
+                  SLURM_PROCID='0', SLURM_LOCALID='0', JAX_COORDINATOR_PORT=os.environ['PORT'])
+assert partitioning.initialize_distributed('auto') is True  # JAX's own SLURM detection
+assert jax.distributed.is_initialized() and jax.process_count() == 1
+jax.distributed.shutdown()
+print('ok')
+'''
+
+
+def test_auto_leaves_cluster_detection_to_jax(tmp_path):
+  """'auto' with nothing given asks jax.distributed.initialize, whose cluster detection decides:
+  nothing detected is one process, a (one-task, local) SLURM launch starts the runtime."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  env = dict(_env(1, str(tmp_path)), PORT=str(port))
+  proc = subprocess.run([sys.executable, '-c', _AUTO_SCRIPT], env=env, capture_output=True,
+                        text=True, timeout=TIMEOUT_S)
+  _check(proc, 'the auto-detection script')
+  assert proc.stdout.strip().endswith('ok')

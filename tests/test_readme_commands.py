@@ -1,8 +1,10 @@
 """The README's train / eval commands work as written, and a mistake on the command line is one
 line (issue 11). Each runs train.py / eval.py in a subprocess, shrunk by --config overrides."""
 
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -66,3 +68,48 @@ def test_a_command_line_mistake_is_one_line(tmp_path, args, message):
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [message]
   assert not (tmp_path / 'run').exists()
+
+
+def _readme_commands() -> list[str]:
+  """The README's shell commands (lines of ``` blocks, backslash continuations joined)."""
+  lines, inside = [], False
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    for line in f:
+      if line.startswith('```'):
+        inside = not inside
+      elif inside:
+        lines.append(line)
+  text = ''.join(lines).replace('\\\n', ' ')
+  return [line.split('#')[0].strip() for line in text.splitlines()
+          if re.match(r'\s*(cd .*&& )?(python |midpg-)', line)]
+
+
+def test_every_readme_command_names_a_program_that_exists():
+  """Each `python file.py`, `python -m module` and `midpg-*` command of the README names a file
+  of the checkout, a module found from its root, or a console entry point of pyproject.toml."""
+  import tomllib
+  with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
+    entry_points = tomllib.load(f)['project']['scripts']
+  commands = _readme_commands()
+  assert any(c.startswith('python -m scripts.') for c in commands)
+  for command in commands:
+    words = re.sub(r'^cd \S+ && ', '', command).split()
+    if words[0] != 'python':
+      assert words[0] in entry_points, command
+    elif words[1] == '-m':
+      assert importlib.util.find_spec(words[2]) is not None, command
+    else:
+      assert os.path.isfile(os.path.join(ROOT, words[1])), command
+
+
+def test_the_readme_scripts_start_without_path_edits():
+  """`python -m scripts.<name> --help` from the root, as the README runs them: each imports
+  midpg_jax, configs and its sibling scripts without editing sys.path."""
+  modules = sorted({c.split()[2] for c in _readme_commands() if c.startswith('python -m scripts.')})
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  procs = {m: subprocess.Popen([sys.executable, '-m', m, '--help'], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for m in modules}
+  for module, proc in procs.items():
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode in (0, 1) and '--' in out and 'Traceback' not in err, (module, err)

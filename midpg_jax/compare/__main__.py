@@ -1,15 +1,16 @@
-"""python -m midpg_jax.compare --config configs/bench/synthetic.py [--config.seeds="(0,)"]"""
+"""python -m midpg_jax.compare --config configs/bench/synthetic.py [--config.seeds="(0,)"]
 
-import os
+The config files import `configs.bench...`: the `configs` package installed beside midpg_jax (or,
+from the checkout's root, the checkout's own: `python -m` puts the working directory first).
+"""
+
 import sys
 
-sys.path.insert(0, os.getcwd())  # configs/ of the working directory
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from midpg_jax import compare  # noqa: E402
-from midpg_jax.errors import USER_ERRORS  # noqa: E402
+from midpg_jax import compare
+from midpg_jax.errors import USER_ERRORS
 
 config_flags.DEFINE_config_file('config', 'configs/bench/synthetic.py', 'Comparison config.',
                                 lock_config=False)

@@ -1,29 +1,26 @@
 """Prepares a real dataset once from the files you downloaded, and prints what it holds.
 
-  python scripts/prepare_data.py --config configs/iaac.py --config.data.manual_dir=<folder>
+  midpg-prepare --config configs/iaac.py --config.data.manual_dir=<folder>
 
 Writes the columnar dataset that training memory-maps into config.data.prepared_dir (default
 data_cache/<name>); a dataset prepared there before with the same data config from the same
 source files (path, size, modification time) is reused, not rebuilt; changed sources are prepared
 again, with a line saying why (--config.data.rebuild=True prepares again anyway and replaces it
 once complete). Training
-prepares on first use too; this script just does it ahead and shows the result.
+prepares on first use too; this command just does it ahead and shows the result.
 
 --tfds_data_dir=<folder> also builds the dataset's TFDS builder (array_record files of the raw
 rows, see midpg_jax/data/tfds_builders.py) there. --instructions prints where to download the
 files and exits.
 """
 
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from midpg_jax.data import load_dataset, prepare  # noqa: E402
+from midpg_jax import cli
+from midpg_jax.data import load_dataset, prepare
 
 config_flags.DEFINE_config_file('config', None, 'Config file of the dataset, e.g. configs/iaac.py.',
                                 lock_config=True)
@@ -46,10 +43,7 @@ def main(argv):
       print(tfds_builders.BUILDERS[data.name].MANUAL_DOWNLOAD_INSTRUCTIONS)
       return
   start = time.perf_counter()
-  try:
-    dataset = load_dataset(data)
-  except prepare.DataError as e:
-    sys.exit(f'error: {e}')
+  dataset = load_dataset(data)
   directory = prepare.prepared_path(data)
   meta = prepare.read_meta(directory)
   print(f'{data.name}: ready in {directory} ({time.perf_counter() - start:.1f}s here; prepared '
@@ -73,5 +67,6 @@ def main(argv):
           f'({time.perf_counter() - start:.1f}s)')
 
 
-if __name__ == '__main__':
-  app.run(main)
+def run() -> None:
+  """The console entry point (`midpg-prepare`); a UserError is one line."""
+  cli.run(main)
