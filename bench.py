@@ -116,7 +116,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from midpg_jax.data import load_dataset, pipeline  # noqa: E402
-from midpg_jax.models import build_model  # noqa: E402
+from midpg_jax.models import build_model, mi_weight  # noqa: E402
 from midpg_jax.train_state import (TrainState, init_variables, make_optimizer,  # noqa: E402
                                    make_predict_step, make_train_step, model_inputs)
 
@@ -241,7 +241,7 @@ class JaxContender:
                             opt_state=self.tx.init(params), rng=jax.random.key(1))
     jax.block_until_ready(self.state)
     self.init_s = time.perf_counter() - t0
-    step = make_train_step(self.model, self.tx, float(self.config.model.get('mi_weight', 0.0)))
+    step = make_train_step(self.model, self.tx, mi_weight(self.config.model))
     predict = make_predict_step(self.model)
     if self.dtype == 'bf16':
       step, predict = bf16_train_step(self.model, self.tx, self.config), bf16_predict(self.model)
@@ -309,14 +309,14 @@ def bf16_train_step(model, tx, config):
   if isinstance(tx, sparse_optim.RowSparseOptimizer):
     raise SystemExit('--dtype bf16 is implemented for the dense optimizer only')
   apply = _bf16_apply(model)
-  mi_weight = float(config.model.get('mi_weight', 0.0))
+  weight = mi_weight(config.model)
 
   def step(state, batch):
     rng, dropout_rng = jax.random.split(state.rng)
 
     def loss_of(params):
       out = apply(params, state.model_state, batch, True, {'dropout': dropout_rng})
-      return objective.loss_fn(out, batch, mi_weight)
+      return objective.loss_fn(out, batch, weight)
 
     (loss, parts), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -356,14 +356,14 @@ class TorchContender:
     self.model = tm.build_torch_model(self.config.model, spec, scenario_matmul=path,
                                       sparse_min_rows=sparse_rows).to(self.device)
     self.opt = tm.make_adam(self.model, lr=float(self.config.train.learning_rate))
-    mi_weight = float(self.config.model.get('mi_weight', 0.0))
+    weight = mi_weight(self.config.model)
     autocast = self.dtype == 'bf16'
     model = self.model
 
     def loss_of(b):
       with torch.autocast(self.device, dtype=torch.bfloat16, enabled=autocast):
         out = model(b)
-      return tm.loss_fn({k: v.float() for k, v in out.items()}, b, mi_weight)[0]
+      return tm.loss_fn({k: v.float() for k, v in out.items()}, b, weight)[0]
 
     def forward(b):
       with torch.autocast(self.device, dtype=torch.bfloat16, enabled=autocast):
@@ -493,7 +493,7 @@ def analytic_flops(config, spec) -> dict:
   d0 = (len(spec.cat_names) + len(spec.multi_names)) * int(m.embed_dim) + spec.num_dense
   dims = [d0, *[int(w) for w in m.hidden]]
   fwd = sum(2 * a * b for a, b in zip(dims[:-1], dims[1:])) + 2 * dims[-1]
-  S, r, rs = spec.num_scenarios, int(m.rank), int(m.specific_rank)
+  S, r, rs = spec.num_scenarios, int(m.midpg.rank), int(m.midpg.specific_rank)
   per_step = sum(S * (2 * a * r * r + 2 * a * (r + rs) * b + 2 * a * b)
                  for a, b in zip(dims[:-1], dims[1:]))
   return {'forward_per_example': fwd, 'train_per_example': 3 * fwd,
