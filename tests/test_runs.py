@@ -146,3 +146,16 @@ def test_training_writes_tensorboard_events(tmp_path):
   assert {'train/loss', 'train/mi_bound', 'train/examples_per_s', 'validation/overall/auc',
           'validation/overall/logloss', 'validation/scenario_0/calibration',
           'best/test/overall/auc'} <= tags, sorted(tags)
+
+
+def test_evaluation_does_not_import_the_trainer():
+  """The trainer imports evaluation; what both need (setup) lives in build.py, so evaluation
+  (eval.py, load_run) never imports the trainer, not even lazily inside a function (issue 12)."""
+  import ast
+  tree = ast.parse(open(evaluation.__file__).read())
+  imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+  imported |= {f'midpg_jax.{a.name}' for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.module == 'midpg_jax'
+               for a in node.names}
+  imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+  assert 'midpg_jax.build' in imported and 'midpg_jax.trainer' not in imported
