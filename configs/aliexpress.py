@@ -11,7 +11,7 @@ from midpg_jax.data import aliexpress
 
 
 # The public files name no field; these are a guess, not a known user/context set
-# (override with --config.model.generator_features=...).
+# (override with --config.model.midpg.generator_features=...).
 INSTANCE_FIELDS = ('categorical_1', 'categorical_2', 'categorical_3', 'categorical_4')
 
 

@@ -1,7 +1,8 @@
 """Default config: MI-DPG on the built-in synthetic multi-scenario dataset.
 
 Every value can be overridden on the command line, e.g.
-  python train.py --config configs/default.py --config.model.rank=8 --config.train.num_epochs=2
+  python train.py --config configs/default.py --config.model.midpg.rank=8 \
+      --config.train.num_epochs=2
 MI-DPG's generator input: `--config configs/default.py:instance` (scenario plus the dataset's
 user/context fields, `INSTANCE_FIELDS`) or `:scenario` (scenario only); every dataset config takes
 the same argument (README "MI-DPG as implemented here").
@@ -10,6 +11,7 @@ the same argument (README "MI-DPG as implemented here").
 import ml_collections
 
 from midpg_jax.errors import ConfigError
+from midpg_jax.models import default_blocks
 
 # Which generator input a config gets when none is named (measured, README "MI-DPG as ...").
 DEFAULT_GENERATOR_MODE = 'scenario'
@@ -20,13 +22,13 @@ INSTANCE_FIELDS = ('c4', 'c5', 'c6', 'c7')
 
 
 def with_generator_mode(config, mode: str | None, instance_fields) -> ml_collections.ConfigDict:
-  """Sets config.model.generator_features for `mode`: () for 'scenario', the dataset's
+  """Sets config.model.midpg.generator_features for `mode`: () for 'scenario', the dataset's
   user/context `instance_fields` for 'instance' (per-example M, decomposed forward pass)."""
   mode = mode or DEFAULT_GENERATOR_MODE
   if mode not in GENERATOR_MODES:
     raise ConfigError(f'unknown config argument {mode!r}: the generator mode is one of '
                       f'{GENERATOR_MODES}')
-  config.model.generator_features = tuple(instance_fields) if mode == 'instance' else ()
+  config.model.midpg.generator_features = tuple(instance_fields) if mode == 'instance' else ()
   return config
 
 
@@ -62,50 +64,16 @@ def model_config() -> ml_collections.ConfigDict:
   m.hidden = (256, 128, 64)
   m.activation = 'relu'
   m.dropout = 0.0
-  # MI-DPG (our reconstruction; see midpg_jax/models/midpg.py and shared/docs/MIDPG.md).
-  m.scenario_embed_dim = 16
-  m.rank = 4  # r: shared factors P (d_in, r), generated core (r, r), Q (r, d_out)
-  m.specific_rank = 4  # r_s: per-scenario factors A_s (d_in, r_s), B_s (r_s, d_out)
-  m.generator_hidden = (64,)
-  # () = scenario only; field names make the generator instance-aware (set by the config argument
-  # ':instance' / ':scenario', see with_generator_mode).
-  m.generator_features = ()
-  m.use_shared = True
-  m.use_specific = True
-  m.combine = 'modulate'  # 'modulate': W * (1 + M);  'replace': W = M (APG-style)
+  m.scenario_embed_dim = 16  # MI-DPG's generator input and the zoo's scenario embeddings
+  # MI-DPG's scenario-modulated layers (midpg_jax/models/midpg.py).
   m.scenario_matmul = 'tiled'  # 'tiled' (fastest, bench.py) | 'ragged' | 'onehot' | 'masked'
-  m.mi_estimator = 'infonce'  # 'infonce' | 'jsd' | 'mine' | 'none'
-  m.mi_weight = 0.01  # lambda in  L = BCE + lambda * (-MI bound)
-  m.mi_temperature = 0.5  # tau of the cosine critic (low tau saturates the bound at ln S)
-  m.mi_dim = 16  # K: entries per layer of the fixed random sketch u_k^T M v_k the critic scores
-  # ---- Multi-scenario model zoo (midpg_jax/models/{moe,star,sar_net,m2m,gating,apg,hamur}.py).
-  # Also read by the zoo: embed_dim, hidden, activation, dropout (sizes) and scenario_embed_dim.
-  m.zoo_scenario_matmul = 'ragged'  # per-scenario weights: 'ragged' (grouped matmul) or 'onehot'
-  m.num_experts = 4  # shared experts: mmoe, hmoe, ple (per level), sar_net, m2m
-  m.specific_experts = 1  # experts per scenario: ple (per level), sar_net
-  m.star_aux_hidden = (32,)  # STAR's auxiliary network on the scenario embedding
-  # Momentum of the running per-scenario statistics of partitioned normalisation (star, hamur):
-  # 0.9 is PyTorch BatchNorm's default (momentum=0.1), which the peers' code uses.
-  m.pn_momentum = 0.9
-  m.m2m_attention_dim = 32  # M2M meta attention width
-  m.m2m_meta_layers = 1  # M2M residual meta units in the meta tower
-  m.adasparse_form = 'fusion'  # 'binarization' | 'scaling' | 'fusion'
-  m.adasparse_beta = 2.0  # scale of the scaling / fusion weighting factors
-  m.adasparse_epsilon = 0.01  # factors below it are pruned (binarization, fusion)
-  m.adasparse_alpha = 1.0  # sharpness of sigmoid(alpha v) at step 0 ...
-  m.adasparse_alpha_step = 1e-4  # ... growing by this much per training step
-  m.adasparse_sparsity_weight = 0.01  # flexible sparsity regulariser; 0 = off
-  m.adasparse_sparsity_range = (0.1, 0.5)  # [r_min, r_max] of each layer's pruned fraction
-  m.pepnet_prior_fields = ()  # PPNet prior fields (the paper's id fields); () = all fields
-  m.apg_condition = 'scenario'  # 'scenario' | 'mixed' (scenario + features) | 'self' (layer input)
-  m.apg_rank = 32  # K: W = U (d_in, K) S(z) (K, K) V (K, d_out)
-  m.apg_overparam = 0  # P > 0: U = U_l (d_in, P) U_r (P, K), V likewise; merged after training
-  m.apg_generate_bias = False
-  m.apg_generator_hidden = (64,)
-  m.hamur_adapters = 1  # adapters, after the last hidden layers
-  m.hamur_adapter_dim = 32  # adapter bottleneck width
-  m.hamur_rank = 16  # K of the generated K x K adapter core
-  m.hamur_hyper_hidden = (64,)  # the shared hyper-network
+  # The zoo's per-scenario weights (midpg_jax/models/{moe,star,sar_net,m2m,gating,apg,hamur}.py).
+  m.zoo_scenario_matmul = 'ragged'  # 'ragged' (grouped matmul) or 'onehot'
+  # Each model's own hyper-parameters: the block `model.<name>.*` (e.g. model.midpg.rank,
+  # model.star.aux_hidden), defaults and meaning beside the model's builder in
+  # midpg_jax/models/__init__.py.
+  for name, block in default_blocks().items():
+    m[name] = block
   return m
 
 

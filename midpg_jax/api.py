@@ -28,7 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from midpg_jax import evaluation
+from midpg_jax import evaluation, run_config
 from midpg_jax.checkpoint import Checkpointer
 from midpg_jax.data.encode import ENCODER_FILE, Encoder
 from midpg_jax.data.schema import Columns, FeatureSpec
@@ -237,8 +237,7 @@ def load_run(workdir: str, checkpoint: str = 'best', prepared_dir: str | None = 
     if not os.path.isfile(path):
       raise CheckpointError(f'{os.path.abspath(workdir)} is not a training run (no {name}): '
                             'train first (python train.py --config ... --workdir ...)')
-  with open(paths['config.json']) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = ml_collections.ConfigDict(run_config.load(workdir))  # older runs' keys upgraded
   with open(paths['feature_spec.json']) as f:
     spec = FeatureSpec.from_json(f.read())
   final = None

@@ -32,8 +32,6 @@ def validate_config(config) -> None:
     raise ConfigError(f'unknown train.optimizer {t.optimizer!r}; choose one of {OPTIMIZERS}')
   if t.schedule not in SCHEDULES:
     raise ConfigError(f'unknown train.schedule {t.schedule!r}; choose one of {SCHEDULES}')
-  if float(config.model.get('mi_weight', 0.0)) < 0:
-    raise ConfigError(f'model.mi_weight must be >= 0, got {config.model.mi_weight}')
 
 
 def _build_model(config, dataset: Dataset):

@@ -47,6 +47,17 @@ def _overrides_in_argv(name: str) -> str:
   return ' '.join(given)
 
 
+def _override_error(name: str, e: BaseException) -> str:
+  """The one line for a failed --<name>.<key> override: where an old flat model key moved to
+  (--config.model.rank -> model.midpg.rank), else ml_collections' own message."""
+  for arg in sys.argv[1:]:
+    if arg.startswith(f'--{name}.'):
+      moved = run_config.moved_key_message(arg[len(name) + 3:].split('=')[0])
+      if moved:
+        return f'{arg}: {moved}'
+  return f'{_overrides_in_argv(name) or "--" + name}: {_message(e)}'
+
+
 def exit_with(message: str) -> None:
   sys.exit(f'error: {message}')
 
@@ -60,7 +71,7 @@ def define_config_flag(help_text: str, name: str = 'config',
   try:
     config_flags.DEFINE_config_file(name, default, help_text, lock_config=True)
   except _CONFIG_FLAG_ERRORS as e:
-    exit_with(f'{_overrides_in_argv(name) or "--" + name}: {_message(e)}')
+    exit_with(_override_error(name, e))
 
 
 def config_from_flags(workdir: str | None = None, name: str = 'config'):
@@ -109,6 +120,6 @@ def run(main: Callable) -> None:
     except flags.Error as e:  # a bad flag or --config.<key> value
       exit_with(str(e))
     except _CONFIG_FLAG_ERRORS as e:  # an override naming a key the given --config file lacks
-      exit_with(f'{_overrides_in_argv("config") or "--config"}: {_message(e)}')
+      exit_with(_override_error('config', e))
 
   app.run(guarded, flags_parser=parse_flags)

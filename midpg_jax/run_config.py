@@ -15,6 +15,10 @@ HARMLESS_KEYS cannot change the trained weights or the metrics: how the run is s
 weight 0), input prefetching, the device mesh (checkpoints restore onto any mesh; results agree to
 float32 rounding), and when to stop (num_epochs extends or shortens a run; early_stop_patience).
 num_epochs is not harmless with the cosine schedule, whose length it sets.
+
+A run saved before the per-model config blocks (flat `model.rank`, `model.apg_rank`, ...) is read
+with those keys moved to its model's block (`upgrade`); `moved_key_message` names the new place
+of an old key given on a command line or in a compare variant.
 """
 
 from __future__ import annotations
@@ -33,6 +37,49 @@ HARMLESS_KEYS = frozenset({
     'train.num_epochs', 'train.early_stop_patience', 'mesh.shape', 'mesh.param_rules'})
 
 
+# config.model's flat keys before the per-model blocks -> their places `<model>.<key>` now.
+MOVED_MODEL_KEYS: dict[str, tuple[str, ...]] = {
+    **{key: (f'midpg.{key}',) for key in (
+        'rank', 'specific_rank', 'generator_hidden', 'generator_features', 'use_shared',
+        'use_specific', 'combine', 'mi_estimator', 'mi_weight', 'mi_temperature', 'mi_dim')},
+    'num_experts': tuple(f'{m}.num_experts' for m in ('mmoe', 'ple', 'hmoe', 'sar_net', 'm2m')),
+    'specific_experts': ('ple.specific_experts', 'sar_net.specific_experts'),
+    'pn_momentum': ('star.pn_momentum', 'hamur.pn_momentum'),
+    'pepnet_prior_fields': ('pepnet.prior_fields', 'ppnet.prior_fields'),
+    **{f'{model}_{key}': (f'{model}.{key}',) for model, keys in (
+        ('star', ('aux_hidden',)), ('m2m', ('attention_dim', 'meta_layers')),
+        ('adasparse', ('form', 'beta', 'epsilon', 'alpha', 'alpha_step', 'sparsity_weight',
+                       'sparsity_range')),
+        ('apg', ('condition', 'rank', 'overparam', 'generate_bias', 'generator_hidden')),
+        ('hamur', ('adapters', 'adapter_dim', 'rank', 'hyper_hidden'))) for key in keys},
+}
+
+
+def moved_key_message(key: str) -> str | None:
+  """For an old flat key ('model.rank'): where it is now, in words; None for any other key."""
+  prefix, _, leaf = key.partition('.')
+  if prefix != 'model' or leaf not in MOVED_MODEL_KEYS:
+    return None
+  places = ', '.join(f'model.{p}' for p in MOVED_MODEL_KEYS[leaf])
+  many = len(MOVED_MODEL_KEYS[leaf]) > 1
+  return f'{key} is now {"per model: " if many else ""}{places} (per-model config blocks)'
+
+
+def upgrade(saved: dict) -> dict:
+  """A saved config (JSON dict) with the flat model keys of older runs moved to the block of the
+  run's model (the other models' values of those keys are dropped: the run never used them)."""
+  model = saved.get('model')
+  if not isinstance(model, dict):
+    return saved
+  for old in [k for k in model if k in MOVED_MODEL_KEYS]:
+    value = model.pop(old)
+    for place in MOVED_MODEL_KEYS[old]:
+      block, key = place.split('.')
+      if block == model.get('name'):
+        model.setdefault(block, {})[key] = value
+  return saved
+
+
 def path(workdir: str) -> str:
   return os.path.join(workdir, FILENAME)
 
@@ -42,17 +89,22 @@ def save(workdir: str, config) -> None:
     f.write(config.to_json_best_effort(indent=1))
 
 
-def load_flat(workdir: str) -> dict[str, Any] | None:
-  """The saved config as {'model.rank': 8, ...} (lists as tuples), or None without one."""
+def load(workdir: str) -> dict[str, Any] | None:
+  """The saved config as a nested dict (`upgrade`d), or None without one."""
   try:
     with open(path(workdir)) as f:
-      saved = json.load(f)
+      return upgrade(json.load(f))
   except FileNotFoundError:
     return None
   except (OSError, ValueError) as e:
     raise ConfigError(f'{path(workdir)} is unreadable ({e}); restore it or use another '
                       '--workdir') from e
-  return flatten(saved)
+
+
+def load_flat(workdir: str) -> dict[str, Any] | None:
+  """The saved config as {'model.midpg.rank': 8, ...} (lists as tuples), or None without one."""
+  saved = load(workdir)
+  return None if saved is None else flatten(saved)
 
 
 def _frozen(value: Any) -> Any:

@@ -35,6 +35,7 @@ from midpg_jax.build import setup, state_shardings, validate_config  # noqa: F40
 from midpg_jax.checkpoint import Checkpointer
 from midpg_jax.data import Dataset, pipeline
 from midpg_jax.metrics_log import MetricsLog
+from midpg_jax.models import mi_weight
 from midpg_jax.partitioning import Partitioner, is_main_process, max_steps_in_flight
 from midpg_jax.stepping import StepMetrics, Throughput, prefetch  # noqa: F401 (prefetch: bench.py)
 from midpg_jax.train_state import count_params, make_predict_step, make_train_step, model_inputs
@@ -131,7 +132,7 @@ def _build_run(config, workdir: str, partitioner: Partitioner,
     print(layout)
   t = config.train
   train_step = partitioner.jit_train_step(
-      make_train_step(model, tx, float(config.model.get('mi_weight', 0.0))), shardings,
+      make_train_step(model, tx, mi_weight(config.model)), shardings,
       donate_state=bool(t.get('sparse_embeddings', False)))
   run = Run(config=config, workdir=workdir, partitioner=partitioner, dataset=dataset,
             train_step=train_step,

@@ -393,14 +393,14 @@ def build_torch_model(model_cfg, spec, scenario_matmul: str = 'segment',
     return TorchMLP(spec, **common)
   if model_cfg.name != 'midpg':
     raise ValueError(f'the torch reference has midpg and mlp, not {model_cfg.name!r}')
+  b = model_cfg.midpg  # MI-DPG's own config block
   return TorchMIDPG(spec, scenario_embed_dim=int(model_cfg.scenario_embed_dim),
-                    rank=int(model_cfg.rank), specific_rank=int(model_cfg.specific_rank),
-                    generator_hidden=tuple(int(w) for w in model_cfg.generator_hidden),
-                    generator_features=tuple(model_cfg.generator_features),
-                    use_shared=bool(model_cfg.use_shared),
-                    use_specific=bool(model_cfg.use_specific), combine=model_cfg.combine,
-                    mi_estimator=model_cfg.mi_estimator, mi_dim=int(model_cfg.mi_dim),
-                    mi_temperature=float(model_cfg.mi_temperature),
+                    rank=int(b.rank), specific_rank=int(b.specific_rank),
+                    generator_hidden=tuple(int(w) for w in b.generator_hidden),
+                    generator_features=tuple(b.generator_features),
+                    use_shared=bool(b.use_shared), use_specific=bool(b.use_specific),
+                    combine=b.combine, mi_estimator=b.mi_estimator, mi_dim=int(b.mi_dim),
+                    mi_temperature=float(b.mi_temperature),
                     scenario_matmul=scenario_matmul, **common)
 
 

@@ -212,13 +212,13 @@ def build_torch_zoo_model(model_cfg, spec, scenario_loop: str = 'subset') -> nn.
   name = model_cfg.name
   if name == 'star':
     return TorchSTAR(spec, scenario_embed_dim=int(model_cfg.scenario_embed_dim),
-                     aux_hidden=tuple(int(w) for w in model_cfg.star_aux_hidden),
-                     pn_momentum=float(model_cfg.pn_momentum), **common)
+                     aux_hidden=tuple(int(w) for w in model_cfg.star.aux_hidden),
+                     pn_momentum=float(model_cfg.star.pn_momentum), **common)
   if name == 'mmoe':
-    return TorchMMoE(spec, num_experts=int(model_cfg.num_experts), **common)
+    return TorchMMoE(spec, num_experts=int(model_cfg.mmoe.num_experts), **common)
   if name == 'shared_bottom':
     return TorchSharedBottom(spec, **common)
   if name == 'ple':
-    return TorchPLE(spec, num_experts=int(model_cfg.num_experts),
-                    specific_experts=int(model_cfg.specific_experts), **common)
+    return TorchPLE(spec, num_experts=int(model_cfg.ple.num_experts),
+                    specific_experts=int(model_cfg.ple.specific_experts), **common)
   raise ValueError(f'the torch zoo reference has {MODELS}, not {name!r}')

@@ -25,6 +25,7 @@ from ml_collections import config_flags
 
 from midpg_jax import trainer
 from midpg_jax.data import load_dataset, pipeline
+from midpg_jax.models import mi_weight
 from midpg_jax.train_state import make_train_step, model_inputs
 from scripts.make_aliccp_like import write_aliccp_like
 
@@ -97,7 +98,7 @@ def main(argv):
   pipe_dev_rate = rate(device_batches, FLAGS.batches, batch_size)
 
   _, model, tx, state, _ = trainer.setup(config, dataset)
-  step = jax.jit(make_train_step(model, tx, float(config.model.get('mi_weight', 0.0))))
+  step = jax.jit(make_train_step(model, tx, mi_weight(config.model)))
   batches = [jax.device_put(model_inputs(b)) for _, b in
              zip(range(FLAGS.steps), pipeline.train_batches(train, batch_size, 0, 2))]
   state, metrics = step(state, batches[0])  # compile

@@ -93,12 +93,13 @@ class Runner:
 
   def __init__(self, config, dataset, partitioner, abstract=False):
     from midpg_jax import trainer
+    from midpg_jax.models import mi_weight
     from midpg_jax.train_state import make_predict_step, make_train_step
     self.config, self.dataset, self.p = config, dataset, partitioner
     _, self.model, self.tx, self.state, _ = trainer.setup(config, dataset, partitioner, abstract)
     self.shardings = trainer.state_shardings(self.state)
     self.train_step = partitioner.jit_train_step(
-        make_train_step(self.model, self.tx, float(config.model.mi_weight)), self.shardings)
+        make_train_step(self.model, self.tx, mi_weight(config.model)), self.shardings)
     self.predict_step = partitioner.jit_predict_step(make_predict_step(self.model),
                                                      self.shardings)
 

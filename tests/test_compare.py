@@ -134,11 +134,15 @@ def test_unknown_variant_key_is_a_clear_error(tmp_path):
     plan.variant_config(b, 'bad', {'model.no_such_key': 1}, 0)
 
 
-def test_fingerprint_ignores_display_keys_only():
+def test_fingerprint_ignores_display_keys_and_other_models_blocks_only():
   c = small_config()
   fp = plan.fingerprint(c)
   c.train.progress_bar = not c.train.progress_bar
+  c.model.star.aux_hidden = (8,)  # the block of a model this (midpg) run never builds
   assert plan.fingerprint(c) == fp
+  c.model.midpg.rank = 8
+  assert plan.fingerprint(c) != fp
+  c = small_config()
   c.train.learning_rate *= 2
   assert plan.fingerprint(c) != fp
 

@@ -33,7 +33,7 @@ def test_shapes_and_dtypes(data):
   assert out['mi_bound'].shape == () and np.isfinite(float(out['mi_bound']))
   p = variables['params']
   d0 = len(ds.spec.cat_names) * c.model.embed_dim + ds.spec.num_dense
-  S, r, rs = ds.spec.num_scenarios, c.model.rank, c.model.specific_rank
+  S, r, rs = ds.spec.num_scenarios, c.model.midpg.rank, c.model.midpg.specific_rank
   assert p['layer_0']['kernel'].shape == (d0, 64)
   assert p['layer_0']['shared_in'].shape == (d0, r)
   assert p['layer_0']['shared_out'].shape == (r, 64)
@@ -88,14 +88,15 @@ def test_decomposed_path_equals_explicit_weights(data):
   """The instance-aware decomposed forward equals building W * (1 + M) per example explicitly."""
   c, ds, batch = data
   cfg = c.model.copy_and_resolve_references()
-  cfg.generator_features = ('c5',)
+  cfg.midpg.generator_features = ('c5',)
   model, v = _init(cfg, ds, batch)
   v = _perturbed(v)
   from midpg_jax.models.midpg import ModulatedDense
-  layer = ModulatedDense(32, ds.spec.num_scenarios, cfg.rank, cfg.specific_rank)
+  r, rs = cfg.midpg.rank, cfg.midpg.specific_rank
+  layer = ModulatedDense(32, ds.spec.num_scenarios, r, rs)
   h = jax.random.normal(jax.random.key(1), (5, 16))
   scen = jnp.array([0, 1, 2, 3, 1])
-  core = jax.random.normal(jax.random.key(2), (5, cfg.rank, cfg.rank))
+  core = jax.random.normal(jax.random.key(2), (5, r, r))
   lv = _perturbed(layer.init(jax.random.key(0), h, scen, core, 'instance'))
   got = layer.apply(lv, h, scen, core, 'instance')
   p = lv['params']
@@ -111,7 +112,7 @@ def test_decomposed_path_equals_explicit_weights(data):
 def test_never_builds_batch_by_weight_tensor(data, generator_features):
   c, ds, batch = data
   cfg = c.model.copy_and_resolve_references()
-  cfg.generator_features = generator_features
+  cfg.midpg.generator_features = generator_features
   model, v = _init(cfg, ds, batch)
   B = batch['scenario'].shape[0]
   widths = [len(ds.spec.cat_names) * cfg.embed_dim + ds.spec.num_dense, *cfg.hidden]
@@ -135,21 +136,25 @@ def test_ablation_switches_build_and_run(data):
   for overrides in ({'use_shared': False}, {'use_specific': False}, {'combine': 'replace'},
                     {'mi_estimator': 'jsd'}, {'mi_estimator': 'mine'}, {'mi_estimator': 'none'}):
     cfg = c.model.copy_and_resolve_references()
-    cfg.update(overrides)
+    cfg.midpg.update(overrides)
     model, v = _init(cfg, ds, batch)
     out = model.apply(v, batch)
     assert np.isfinite(np.asarray(out['logits'])).all(), overrides
-    assert ('mi_bound' in out) == (cfg.mi_estimator != 'none')
+    assert ('mi_bound' in out) == (cfg.midpg.mi_estimator != 'none')
 
 
 @pytest.mark.parametrize('key,value,match', [
-    ('rank', 0, 'rank'), ('mi_estimator', 'bogus', 'mi_estimator'),
-    ('combine', 'add', 'combine'), ('scenario_matmul', 'loop', 'scenario_matmul'),
-    ('generator_features', ('nope',), 'generator_features'), ('name', 'nope', 'model.name')])
+    ('midpg.rank', 0, 'model.midpg.rank'),
+    ('midpg.mi_estimator', 'bogus', 'model.midpg.mi_estimator'),
+    ('midpg.combine', 'add', 'model.midpg.combine'),
+    ('midpg.mi_weight', -1.0, 'model.midpg.mi_weight'),
+    ('scenario_matmul', 'loop', 'model.scenario_matmul'),
+    ('midpg.generator_features', ('nope',), 'model.midpg.generator_features'),
+    ('name', 'nope', 'model.name')])
 def test_bad_config_values_name_the_problem(data, key, value, match):
   c, ds, _ = data
   cfg = c.model.copy_and_resolve_references()
-  cfg[key] = value
+  cfg.update_from_flattened_dict({key: value})
   with pytest.raises(ValueError, match=match):
     build_model(cfg, ds.spec)
 
@@ -274,7 +279,7 @@ def test_initial_logit_scale_is_that_of_a_plain_mlp(data, overrides):
   plain_cfg = c.model.copy_and_resolve_references()
   plain_cfg.name = 'mlp'
   cfg = c.model.copy_and_resolve_references()
-  cfg.update(overrides)
+  cfg.midpg.update(overrides)
   plain, got = (_initial_logit_std(m, ds, batch) for m in (plain_cfg, cfg))
   print(overrides, got, 'mlp', plain)
   assert plain / 3 < got < plain * 3, (overrides, got, plain)
@@ -285,7 +290,7 @@ def test_every_dataset_config_has_both_generator_modes():
   from midpg_jax.errors import ConfigError
   for name in ('default', 'iaac', 'aliccp', 'aliexpress', 'amazon', 'mind', 'douban'):
     mod = importlib.import_module(f'configs.{name}')
-    assert mod.get_config('scenario').model.generator_features == ()
-    assert mod.get_config('instance').model.generator_features == mod.INSTANCE_FIELDS != ()
+    assert mod.get_config('scenario').model.midpg.generator_features == ()
+    assert mod.get_config('instance').model.midpg.generator_features == mod.INSTANCE_FIELDS != ()
     with pytest.raises(ConfigError, match='generator mode'):
       mod.get_config('user')

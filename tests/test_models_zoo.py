@@ -19,7 +19,7 @@ import pytest
 from conftest import small_config
 from midpg_jax import metrics
 from midpg_jax.data import load_dataset, pipeline
-from midpg_jax.models import build_model, model_names
+from midpg_jax.models import build_model, mi_weight, model_names
 from midpg_jax.models.apg import merge_overparam
 from midpg_jax.train_state import (count_params, create_train_state, make_optimizer,
                                    make_train_step, model_inputs)
@@ -46,20 +46,19 @@ def _apply(model, variables, batch, **kwargs):
 
 
 def zoo_config(name: str, **model_overrides):
+  """model_overrides: top-level model keys, or a model's block as a dict (apg={'rank': 4})."""
   c = small_config(num_train=24_000, num_val=8_000, num_test=1_000, heterogeneity=1.0,
                    base_rates=(0.2, 0.3, 0.1, 0.25))
   c.model.name = name
   c.model.hidden = (32, 16)
   c.model.embed_dim = 8
   c.model.scenario_embed_dim = 8
-  c.model.num_experts = 3
-  c.model.star_aux_hidden = (8,)
-  c.model.m2m_attention_dim = 8
-  c.model.apg_rank = 8
-  c.model.apg_generator_hidden = (16,)
-  c.model.hamur_rank = 4
-  c.model.hamur_adapter_dim = 8
-  c.model.hamur_hyper_hidden = (16,)
+  for block in ('mmoe', 'ple', 'hmoe', 'sar_net', 'm2m'):
+    c.model[block].num_experts = 3
+  c.model.star.aux_hidden = (8,)
+  c.model.m2m.attention_dim = 8
+  c.model.apg.update({'rank': 8, 'generator_hidden': (16,)})
+  c.model.hamur.update({'rank': 4, 'adapter_dim': 8, 'hyper_hidden': (16,)})
   if name == 'ple':
     c.model.hidden = (32, 16, 16)  # two extraction levels, so the progressive path is tested
   c.model.update(model_overrides)
@@ -90,7 +89,7 @@ def _fit(name: str, ds, stacked, val, base_rate=None):
   def run(stacked, val, key):
     first = jax.tree.map(lambda a: a[0], stacked)
     state = create_train_state(model, tx, first, key)
-    state, step_metrics = jax.lax.scan(make_train_step(model, tx, float(c.model.mi_weight)),
+    state, step_metrics = jax.lax.scan(make_train_step(model, tx, mi_weight(c.model)),
                                        state, stacked)
     # What the predict step computes (sigmoid of these logits), with the model's other outputs.
     return state, step_metrics['loss'], model.apply(_variables(state), val)
@@ -156,22 +155,28 @@ def test_every_zoo_model_is_registered():
 
 
 @pytest.mark.parametrize('name,overrides,message', [
-    ('mmoe', {'num_experts': 0}, 'model.num_experts must be a positive integer'),
-    ('ple', {'specific_experts': 0}, 'model.specific_experts must be a positive integer'),
-    ('star', {'zoo_scenario_matmul': 'gather'}, 'unknown model.zoo_scenario_matmul'),
-    ('star', {'pn_momentum': 1.0}, 'model.pn_momentum must lie in [0, 1)'),
-    ('adasparse', {'adasparse_form': 'prune'}, 'unknown model.adasparse_form'),
-    ('adasparse', {'adasparse_sparsity_range': (0.6, 0.1)}, 'model.adasparse_sparsity_range'),
-    ('pepnet', {'pepnet_prior_fields': ('user_id',)}, 'model.pepnet_prior_fields names unknown'),
-    ('apg', {'apg_condition': 'user'}, 'unknown model.apg_condition'),
-    ('apg', {'apg_overparam': -1}, 'model.apg_overparam must be >= 0'),
-    ('hamur', {'hamur_adapters': 3}, 'model.hamur_adapters=3 exceeds the 2 hidden layers'),
-    ('m2m', {'m2m_meta_layers': -1}, 'model.m2m_meta_layers must be >= 0'),
+    ('mmoe', {'num_experts': 0}, 'model.mmoe.num_experts must be a positive integer'),
+    ('ple', {'specific_experts': 0}, 'model.ple.specific_experts must be a positive integer'),
+    ('star', {'pn_momentum': 1.0}, 'model.star.pn_momentum must lie in [0, 1)'),
+    ('hamur', {'pn_momentum': -0.1}, 'model.hamur.pn_momentum must lie in [0, 1)'),
+    ('adasparse', {'form': 'prune'}, 'unknown model.adasparse.form'),
+    ('adasparse', {'sparsity_range': (0.6, 0.1)}, 'model.adasparse.sparsity_range'),
+    ('pepnet', {'prior_fields': ('user_id',)}, 'model.pepnet.prior_fields names unknown'),
+    ('ppnet', {'prior_fields': ('user_id',)}, 'model.ppnet.prior_fields names unknown'),
+    ('apg', {'condition': 'user'}, 'unknown model.apg.condition'),
+    ('apg', {'overparam': -1}, 'model.apg.overparam must be >= 0'),
+    ('hamur', {'adapters': 3}, 'model.hamur.adapters=3 exceeds the 2 hidden layers'),
+    ('m2m', {'meta_layers': -1}, 'model.m2m.meta_layers must be >= 0'),
 ])
 def test_invalid_config_values_are_rejected(data, name, overrides, message):
   ds = data[0]
   with pytest.raises(ValueError, match=re.escape(message)):
-    build_model(zoo_config(name, **overrides).model, ds.spec)
+    build_model(zoo_config(name, **{name: overrides}).model, ds.spec)
+
+
+def test_invalid_shared_config_value_is_rejected(data):
+  with pytest.raises(ValueError, match=re.escape('unknown model.zoo_scenario_matmul')):
+    build_model(zoo_config('star', zoo_scenario_matmul='gather').model, data[0].spec)
 
 
 # ---- 1. shapes ---------------------------------------------------------------------------------
@@ -359,7 +364,7 @@ def test_adasparse_pruner_forms(data, fitted):
   assert np.abs(other - same).max() > 1e-3  # domain-aware factors
   for form, check in (('binarization', lambda p: np.isin(p, (0.0, 1.0)).all()),
                       ('scaling', lambda p: ((p > 0) & (p < 2)).all())):
-    m = build_model(zoo_config('adasparse', adasparse_form=form).model, ds.spec)
+    m = build_model(zoo_config('adasparse', adasparse={'form': form}).model, ds.spec)
     (logits, (factors,)), = _capture(m, _init(m, small), [small], 'pruner_input',
                                      with_logits=True)
     assert np.isfinite(logits).all() and check(factors), form
@@ -381,8 +386,9 @@ def test_pepnet_gates_lie_in_0_2(data, fitted, name):
 
 def test_apg_overparameterisation_merges_to_the_same_outputs(data):
   ds, _, _, small = data
-  over = build_model(zoo_config('apg', apg_overparam=24, apg_generate_bias=True).model, ds.spec)
-  plain = build_model(zoo_config('apg', apg_generate_bias=True).model, ds.spec)
+  over = build_model(zoo_config('apg', apg={'overparam': 24, 'generate_bias': True}).model,
+                     ds.spec)
+  plain = build_model(zoo_config('apg', apg={'generate_bias': True}).model, ds.spec)
   v = _init(over, small)
   merged = merge_overparam(v['params'])
   assert jax.tree.structure(merged) == jax.tree.structure(
@@ -401,7 +407,7 @@ def test_apg_conditions_and_low_rank_weights(data, fitted):
   assert layer['U'].shape == (d0, 8) and layer['V'].shape == (8, 32)  # never a (d_in, d_out)
   assert not any(leaf.shape[-2:] == (d0, 32) for leaf in jax.tree.leaves(layer))
   for condition in ('mixed', 'self'):
-    m = build_model(zoo_config('apg', apg_condition=condition).model, ds.spec)
+    m = build_model(zoo_config('apg', apg={'condition': condition}).model, ds.spec)
     (logits, cores), = _capture(m, _init(m, small), [small], 'core', with_logits=True)
     assert [c.shape for c in cores] == [(37, 64)] * 2  # a K x K core per example and layer
     assert logits.shape == (37,) and np.isfinite(logits).all()

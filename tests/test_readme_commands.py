@@ -29,16 +29,17 @@ def test_readme_train_then_eval_without_the_override(tmp_path):
   workdir = str(tmp_path / 'x')
   # README "Training and evaluation", with num_epochs 5 -> 1 and the data shrunk.
   train = _run('train.py', '--config', 'configs/default.py', '--workdir', workdir,
-               '--config.model.rank=8', '--config.model.mi_weight=0.05',
+               '--config.model.midpg.rank=8', '--config.model.midpg.mi_weight=0.05',
                '--config.train.num_epochs=1', *SMALL)
   assert train.returncode == 0, train.stderr[-3000:]
   assert 'best checkpoint (step 16) on test' in train.stdout
-  # Exactly the README's eval command: no --config.model.rank=8, the run's config supplies it.
+  # Exactly the README's eval command: no --config.model.midpg.rank=8, the run's config supplies
+  # it.
   predictions = os.path.join(workdir, 'test_predictions.csv')
   ev = _run('eval.py', '--config', 'configs/default.py', '--workdir', workdir, '--split', 'test',
             '--predictions', predictions)
   assert ev.returncode == 0, ev.stderr[-3000:]
-  assert "using the run's own config" in ev.stdout and 'model.rank: 4 -> 8' in ev.stdout
+  assert "using the run's own config" in ev.stdout and 'model.midpg.rank: 4 -> 8' in ev.stdout
   assert 'best checkpoint (step 16) on test' in ev.stdout
   with open(os.path.join(workdir, 'final_metrics.json')) as f:
     trained_auc = json.load(f)['test']['overall']['auc']
@@ -46,18 +47,22 @@ def test_readme_train_then_eval_without_the_override(tmp_path):
     assert json.load(f)['metrics']['overall']['auc'] == pytest.approx(trained_auc, rel=1e-6)
   assert sum(1 for _ in open(predictions)) == 1001
   # An override that would change the trained run: one line, nothing run.
-  ev = _run('eval.py', '--workdir', workdir, '--config.model.rank=4')
+  ev = _run('eval.py', '--workdir', workdir, '--config.model.midpg.rank=4')
   assert ev.returncode == 1
   assert ev.stderr.strip().splitlines() == [
-      f'error: --config.model.rank=4 (the run has 8): {workdir} was trained with another value; '
-      'drop the override or use another --workdir']
+      f'error: --config.model.midpg.rank=4 (the run has 8): {workdir} was trained with another '
+      'value; drop the override or use another --workdir']
 
 
 @pytest.mark.parametrize('args,message', [
-    (['--config.model.rnak=8'],
-     'error: --config.model.rnak=8: no config key \'rnak\'. Did you mean "rank" instead of "rnak"?'),
-    (['--config', 'configs/default.py', '--config.model.rnak=8'],
-     'error: --config.model.rnak=8: no config key \'rnak\'. Did you mean "rank" instead of "rnak"?'),
+    (['--config.model.midpg.rnak=8'], 'error: --config.model.midpg.rnak=8: no config key '
+                                      '\'rnak\'. Did you mean "rank" instead of "rnak"?'),
+    (['--config', 'configs/default.py', '--config.model.midpg.rnak=8'],
+     'error: --config.model.midpg.rnak=8: no config key \'rnak\'. Did you mean "rank" instead of '
+     '"rnak"?'),
+    # A key from before the per-model blocks names its new place.
+    (['--config.model.rank=8'], 'error: --config.model.rank=8: model.rank is now '
+                                'model.midpg.rank (per-model config blocks)'),
     (['--config', 'configs/nope.py'], 'error: --config configs/nope.py: no such file'),
     (['--config.train.batch_size=abc'], "error: flag --config.train.batch_size=abc: invalid "
                                         "literal for int() with base 10: 'abc'"),

@@ -53,9 +53,9 @@ def test_resume_refuses_a_changed_config_naming_the_keys(tmp_path):
   c = tiny_config()
   assert trainer.train_and_evaluate(c, str(tmp_path), stop_after_steps=5) == {'interrupted_at': 5}
   changed = tiny_config()
-  changed.model.rank = 8
+  changed.model.midpg.rank = 8
   changed.train.learning_rate = 0.01
-  with pytest.raises(ConfigError, match=r'model\.rank: 4 -> 8, train\.learning_rate'):
+  with pytest.raises(ConfigError, match=r'model\.midpg\.rank: 4 -> 8, train\.learning_rate'):
     trainer.train_and_evaluate(changed, str(tmp_path))
   # What cannot change the result may differ: the run goes on (here to its end).
   harmless = tiny_config()
@@ -80,23 +80,23 @@ def test_num_epochs_may_extend_a_constant_schedule_but_not_a_cosine_one(tmp_path
 
 def test_eval_uses_the_runs_own_config_and_reports_the_restored_step(tmp_path):
   trained = tiny_config()
-  trained.model.rank = 8  # the README example: train with an override ...
+  trained.model.midpg.rank = 8  # the README example: train with an override ...
   assert trainer.train_and_evaluate(trained, str(tmp_path), stop_after_steps=10) == {
       'interrupted_at': 10}
   # ... then evaluate without it: the run's config.json supplies rank=8.
   config, note = run_config.resolve(str(tmp_path), tiny_config(), overrides={})
-  assert config.model.rank == 8 and 'model.rank: 4 -> 8' in note
+  assert config.model.midpg.rank == 8 and 'model.midpg.rank: 4 -> 8' in note
   assert config.model.hidden == (16,)  # tuples stay tuples
   result, _, _, meta = evaluation.evaluate_checkpoint(config, str(tmp_path), 'test', 'latest')
   assert meta['checkpoint_step'] == 10  # eval.py printed the best step (5) here
   assert np.isfinite(result['overall']['auc'])
   # An override that changes the model is refused; one that cannot is applied.
-  with pytest.raises(ConfigError, match=r'--config\.model\.rank=4 \(the run has 8\)'):
-    run_config.resolve(str(tmp_path), tiny_config(), overrides={'model.rank': 4})
+  with pytest.raises(ConfigError, match=r'--config\.model\.midpg\.rank=4 \(the run has 8\)'):
+    run_config.resolve(str(tmp_path), tiny_config(), overrides={'model.midpg.rank': 4})
   smaller = tiny_config()
   smaller.train.eval_batch_size = 100
   config, _ = run_config.resolve(str(tmp_path), smaller, overrides={'train.eval_batch_size': 100})
-  assert config.train.eval_batch_size == 100 and config.model.rank == 8
+  assert config.train.eval_batch_size == 100 and config.model.midpg.rank == 8
 
 
 def test_resuming_writes_no_duplicate_metrics_rows(tmp_path):
@@ -146,3 +146,16 @@ def test_training_writes_tensorboard_events(tmp_path):
   assert {'train/loss', 'train/mi_bound', 'train/examples_per_s', 'validation/overall/auc',
           'validation/overall/logloss', 'validation/scenario_0/calibration',
           'best/test/overall/auc'} <= tags, sorted(tags)
+
+
+def test_evaluation_does_not_import_the_trainer():
+  """The trainer imports evaluation; what both need (setup) lives in build.py, so evaluation
+  (eval.py, load_run) never imports the trainer, not even lazily inside a function (issue 12)."""
+  import ast
+  tree = ast.parse(open(evaluation.__file__).read())
+  imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+  imported |= {f'midpg_jax.{a.name}' for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and node.module == 'midpg_jax'
+               for a in node.names}
+  imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+  assert 'midpg_jax.build' in imported and 'midpg_jax.trainer' not in imported

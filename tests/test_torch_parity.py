@@ -18,7 +18,7 @@ torch = pytest.importorskip(
     '(`make test` does) to run the PyTorch parity tests')
 
 from midpg_jax import objective  # noqa: E402
-from midpg_jax.models import build_model  # noqa: E402
+from midpg_jax.models import build_model, mi_weight  # noqa: E402
 from midpg_jax.models.midpg import SCENARIO_MATMULS  # noqa: E402
 from midpg_jax.train_state import (TrainState, init_variables, make_optimizer,  # noqa: E402
                                    make_train_step)
@@ -78,10 +78,10 @@ def _torch_side(tmodel, params, batch, mi_weight):
 
 @pytest.mark.parametrize('overrides', [
     {},
-    {'mi_estimator': 'jsd', 'combine': 'replace'},
-    {'mi_estimator': 'mine'},
-    {'generator_features': ('c5',)},
-    {'generator_features': ('c5',), 'combine': 'replace', 'use_shared': False},
+    {'midpg': {'mi_estimator': 'jsd', 'combine': 'replace'}},
+    {'midpg': {'mi_estimator': 'mine'}},
+    {'midpg': {'generator_features': ('c5',)}},
+    {'midpg': {'generator_features': ('c5',), 'combine': 'replace', 'use_shared': False}},
     {'name': 'mlp'},
 ], ids=['default', 'jsd-replace', 'mine', 'instance-aware', 'instance-replace-specific', 'mlp'])
 def test_logits_loss_and_gradients_match(data, overrides):
@@ -130,11 +130,11 @@ def test_adam_steps_match_train_step(data):
   tmodel = tm.build_torch_model(c.model, ds.spec)
   tm.load_jax_params(tmodel, jax.device_get(state.params))
   opt = tm.make_adam(tmodel, lr=float(c.train.learning_rate))
-  step = jax.jit(make_train_step(model, tx, float(c.model.mi_weight)))
+  step = jax.jit(make_train_step(model, tx, mi_weight(c.model)))
   tbatch = tm.to_torch_batch(batch)
   for _ in range(2):
     state, metrics = step(state, {k: jnp.asarray(v) for k, v in batch.items()})
-    tloss = tm.train_step(tmodel, opt, tbatch, float(c.model.mi_weight))
+    tloss = tm.train_step(tmodel, opt, tbatch, mi_weight(c.model))
     assert float(tloss) == pytest.approx(float(metrics['loss']), rel=1e-5)
   # After two Adam steps (lr 1e-3) parameters agree to well below one step's size.
   _assert_trees_close(tm.params_as_jax_tree(tmodel), state.params, rtol=1e-5, atol=1e-6)

@@ -18,14 +18,14 @@ def get_config() -> ml_collections.ConfigDict:
   b.title = 'MI-DPG ablations on the built-in synthetic data'
   b.models = ('midpg',)  # rank 4, scenario-only generator, modulate, InfoNCE
   v = {
-      'midpg_no_mi': {'model.mi_estimator': 'none'},
-      'midpg_no_shared': {'model.use_shared': False},
-      'midpg_no_specific': {'model.use_specific': False},
+      'midpg_no_mi': {'model.midpg.mi_estimator': 'none'},
+      'midpg_no_shared': {'model.midpg.use_shared': False},
+      'midpg_no_specific': {'model.midpg.use_specific': False},
       # The generator also sees user / context fields: the low-cardinality ones of the data.
-      'midpg_instance_aware': {'model.generator_features': ('c4', 'c5', 'c6', 'c7')},
-      'midpg_replace': {'model.combine': 'replace'},
-      'midpg_rank8': {'model.rank': 8, 'model.specific_rank': 8},
-      'midpg_rank16': {'model.rank': 16, 'model.specific_rank': 16},
+      'midpg_instance_aware': {'model.midpg.generator_features': ('c4', 'c5', 'c6', 'c7')},
+      'midpg_replace': {'model.midpg.combine': 'replace'},
+      'midpg_rank8': {'model.midpg.rank': 8, 'model.midpg.specific_rank': 8},
+      'midpg_rank16': {'model.midpg.rank': 16, 'model.midpg.specific_rank': 16},
   }
   # name -> ((config path, value), ...): config paths have dots, which ConfigDict keys cannot.
   b.variants = ml_collections.ConfigDict(

@@ -21,6 +21,7 @@ from midpg_jax.data import load_dataset, register_dataset
 from midpg_jax.data.pipeline import take_rows
 from midpg_jax.data.schema import num_rows
 from midpg_jax.errors import ConfigError
+from midpg_jax.run_config import moved_key_message
 
 # Keys that change what a run prints, not what it computes: left out of the fingerprint.
 _VOLATILE = ('train.progress_bar', 'train.log_every_steps', 'train.prefetch')
@@ -57,7 +58,7 @@ def set_key(cfg: ml_collections.ConfigDict, key: str, value, where: str) -> None
       raise ConfigError(f'{where}: unknown config key {key!r}')
     node = node[part]
   if leaf not in node:
-    raise ConfigError(f'{where}: unknown config key {key!r}')
+    raise ConfigError(f'{where}: {moved_key_message(key) or f"unknown config key {key!r}"}')
   node[leaf] = value
 
 
@@ -101,8 +102,12 @@ def variants(cmp_cfg) -> list[tuple[str, dict]]:
 
 
 def fingerprint(cfg: ml_collections.ConfigDict) -> str:
-  """12 hex digits of the SHA-256 of the run's config (volatile display keys left out)."""
+  """12 hex digits of the SHA-256 of the run's config (volatile display keys and the config
+  blocks of the other models, which the run never reads, left out)."""
   plain = cfg.to_dict()
+  model = plain['model']
+  for key in [k for k, v in model.items() if isinstance(v, dict) and k != model['name']]:
+    del model[key]
   for key in _VOLATILE:
     *path, leaf = key.split('.')
     node = plain

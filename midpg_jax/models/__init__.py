@@ -4,18 +4,16 @@ Every model is a Linen module called as `model.apply(variables, batch, train=...
 dict with `logits` (B,) and, when it has one, `mi_bound` (a scalar MI lower bound to maximise)
 and `diagnostics` (a dict of scalars the trainer logs as train/<name>).
 Sizes shared by all models (embedding dim, hidden widths, activation, dropout) come from the same
-config keys, so models are compared at equal backbone size.
+top-level config keys, so models are compared at equal backbone size. A model's own
+hyper-parameters are its config block `config.model.<name>.*`: the defaults given to
+`register_model` below (configs/default.py takes every block from `default_blocks()`), read and
+checked by the model's builder only, so a new hyper-parameter is one edit here.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
-import flax.linen as nn
-
 from midpg_jax import mi
-from midpg_jax.data.schema import FeatureSpec
-from midpg_jax.errors import ConfigError, DataError
+from midpg_jax.errors import ConfigError
 from midpg_jax.models.baselines import Logistic, Mlp, SharedBottom
 from midpg_jax.models.midpg import COMBINES, MIDPG, SCENARIO_MATMULS
 from midpg_jax.models.apg import APG, APG_CONDITIONS
@@ -23,24 +21,11 @@ from midpg_jax.models.gating import ADASPARSE_FORMS, AdaSparse, PEPNet
 from midpg_jax.models.hamur import HAMUR
 from midpg_jax.models.m2m import M2M
 from midpg_jax.models.moe import HMoE, MMoE, PLE
+from midpg_jax.models.registry import (Block, build_model, default_blocks, mi_weight, model_names,
+                                       register_model, registered)
 from midpg_jax.models.sar_net import SARNet
 from midpg_jax.models.scenario_ops import ROUTINGS
 from midpg_jax.models.star import STAR
-
-_BUILDERS: dict[str, Callable] = {}
-
-
-def register_model(name: str):
-  """Registers a builder `fn(model_config, spec, base_rate) -> nn.Module` (base_rate: None or
-  the mean training label)."""
-  def wrap(fn):
-    _BUILDERS[name] = fn
-    return fn
-  return wrap
-
-
-def model_names() -> list[str]:
-  return sorted(_BUILDERS)
 
 
 def _common(cfg) -> dict:
@@ -58,208 +43,219 @@ def _common(cfg) -> dict:
               dropout=float(cfg.dropout))
 
 
-@register_model('midpg')
-def _midpg(cfg, spec, base_rate):
-  if cfg.rank <= 0 or cfg.specific_rank <= 0:
-    raise ConfigError(f'model.rank and model.specific_rank must be positive, got '
-                     f'{cfg.rank} and {cfg.specific_rank}')
-  if cfg.mi_estimator not in mi.ESTIMATORS:
-    raise ConfigError(f'unknown model.mi_estimator {cfg.mi_estimator!r}; '
-                     f'choose one of {mi.ESTIMATORS}')
-  if cfg.mi_temperature <= 0:
-    raise ConfigError(f'model.mi_temperature must be positive, got {cfg.mi_temperature}')
-  if cfg.combine not in COMBINES:
-    raise ConfigError(f'unknown model.combine {cfg.combine!r}; choose one of {COMBINES}')
-  if cfg.scenario_matmul not in SCENARIO_MATMULS:
-    raise ConfigError(f'unknown model.scenario_matmul {cfg.scenario_matmul!r}; '
-                     f'choose one of {SCENARIO_MATMULS}')
-  if cfg.combine == 'replace' and not (cfg.use_shared or cfg.use_specific):
-    raise ConfigError("model.combine='replace' needs model.use_shared or model.use_specific")
-  unknown = set(cfg.generator_features) - set(spec.cat_names) - set(spec.multi_names)
-  if unknown:
-    raise ConfigError(f'model.generator_features names unknown fields {sorted(unknown)}')
-  return MIDPG(spec=spec, scenario_embed_dim=int(cfg.scenario_embed_dim), rank=int(cfg.rank),
-               specific_rank=int(cfg.specific_rank),
-               generator_hidden=tuple(int(w) for w in cfg.generator_hidden),
-               generator_features=tuple(cfg.generator_features),
-               use_shared=bool(cfg.use_shared), use_specific=bool(cfg.use_specific),
-               combine=cfg.combine, scenario_matmul=cfg.scenario_matmul,
-               mi_estimator=cfg.mi_estimator, mi_dim=int(cfg.mi_dim),
-               mi_temperature=float(cfg.mi_temperature), **_common(cfg))
-
-
-@register_model('mlp')
-def _mlp(cfg, spec, base_rate):
-  return Mlp(spec=spec, **_common(cfg))
-
-
-@register_model('shared_bottom')
-def _shared_bottom(cfg, spec, base_rate):
-  return SharedBottom(spec=spec, scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
-
-
-@register_model('logistic')
-def _logistic(cfg, spec, base_rate):
-  return Logistic(spec=spec, base_rate=base_rate)
-
-
-# ---- The multi-scenario zoo: each model's paper and our choices are in its module docstring.
-
-def _positive_ints(cfg, *keys) -> dict:
-  for key in keys:
-    if int(cfg[key]) <= 0:
-      raise ConfigError(f'model.{key} must be a positive integer, got {cfg[key]}')
-  return {key: int(cfg[key]) for key in keys}
-
-
-def _widths(cfg, key) -> tuple[int, ...]:
-  widths = tuple(int(w) for w in cfg[key])
-  if not widths or min(widths) <= 0:
-    raise ConfigError(f'model.{key} must be positive widths, got {tuple(cfg[key])}')
-  return widths
+def _scenario_embed_dim(cfg) -> int:
+  if int(cfg.scenario_embed_dim) <= 0:
+    raise ConfigError(f'model.scenario_embed_dim must be a positive integer, got '
+                      f'{cfg.scenario_embed_dim}')
+  return int(cfg.scenario_embed_dim)
 
 
 def _scenario_matmul(cfg) -> str:
   if cfg.zoo_scenario_matmul not in ROUTINGS:
     raise ConfigError(f'unknown model.zoo_scenario_matmul {cfg.zoo_scenario_matmul!r}; '
-                     f'choose one of {ROUTINGS}')
+                      f'choose one of {ROUTINGS}')
   return cfg.zoo_scenario_matmul
 
 
-def _pn_momentum(cfg) -> float:
-  if not 0 <= cfg.pn_momentum < 1:
-    raise ConfigError(f'model.pn_momentum must lie in [0, 1), got {cfg.pn_momentum}')
-  return float(cfg.pn_momentum)
+def _pn_momentum(block: Block) -> float:
+  if not 0 <= block.pn_momentum < 1:
+    raise ConfigError(f'{block.path("pn_momentum")} must lie in [0, 1), got {block.pn_momentum}')
+  return float(block.pn_momentum)
 
 
-@register_model('mmoe')
-def _mmoe(cfg, spec, base_rate):
-  return MMoE(spec=spec, **_positive_ints(cfg, 'num_experts'),
+# Momentum of the running per-scenario statistics of partitioned normalisation (star, hamur):
+# 0.9 is PyTorch BatchNorm's default (momentum=0.1), which the peers' code uses.
+PN_MOMENTUM = 0.9
+NUM_EXPERTS = 4  # shared experts (per level for ple)
+
+
+# MI-DPG (our reconstruction; see midpg_jax/models/midpg.py and shared/docs/MIDPG.md).
+@register_model(
+    'midpg',
+    rank=4,  # r: shared factors P (d_in, r), generated core (r, r), Q (r, d_out)
+    specific_rank=4,  # r_s: per-scenario factors A_s (d_in, r_s), B_s (r_s, d_out)
+    generator_hidden=(64,),
+    # () = scenario only; field names make the generator instance-aware (set by the config
+    # argument ':instance' / ':scenario', see configs/default.py with_generator_mode).
+    generator_features=(),
+    use_shared=True,
+    use_specific=True,
+    combine='modulate',  # 'modulate': W * (1 + M);  'replace': W = M (APG-style)
+    mi_estimator='infonce',  # 'infonce' | 'jsd' | 'mine' | 'none'
+    mi_weight=0.01,  # lambda in  L = BCE + lambda * (-MI bound); read by the trainer (mi_weight)
+    mi_temperature=0.5,  # tau of the cosine critic (low tau saturates the bound at ln S)
+    mi_dim=16,  # K: entries per layer of the fixed random sketch u_k^T M v_k the critic scores
+)
+def _midpg(cfg, b, spec, base_rate):
+  if float(b.mi_weight) < 0:
+    raise ConfigError(f'{b.path("mi_weight")} must be >= 0, got {b.mi_weight}')
+  if float(b.mi_temperature) <= 0:
+    raise ConfigError(f'{b.path("mi_temperature")} must be positive, got {b.mi_temperature}')
+  if cfg.scenario_matmul not in SCENARIO_MATMULS:
+    raise ConfigError(f'unknown model.scenario_matmul {cfg.scenario_matmul!r}; '
+                      f'choose one of {SCENARIO_MATMULS}')
+  use_shared, use_specific = bool(b.use_shared), bool(b.use_specific)
+  combine = b.choice('combine', COMBINES)
+  if combine == 'replace' and not (use_shared or use_specific):
+    raise ConfigError(f"{b.path('combine')}='replace' needs {b.path('use_shared')} or "
+                      f"{b.path('use_specific')}")
+  return MIDPG(spec=spec, scenario_embed_dim=_scenario_embed_dim(cfg),
+               rank=b.int_at_least('rank', 1), specific_rank=b.int_at_least('specific_rank', 1),
+               generator_hidden=tuple(int(w) for w in b.generator_hidden),
+               generator_features=b.fields('generator_features', spec),
+               use_shared=use_shared, use_specific=use_specific, combine=combine,
+               scenario_matmul=cfg.scenario_matmul,
+               mi_estimator=b.choice('mi_estimator', mi.ESTIMATORS),
+               mi_dim=b.int_at_least('mi_dim', 1), mi_temperature=float(b.mi_temperature),
+               **_common(cfg))
+
+
+@register_model('mlp')
+def _mlp(cfg, b, spec, base_rate):
+  return Mlp(spec=spec, **_common(cfg))
+
+
+@register_model('shared_bottom')
+def _shared_bottom(cfg, b, spec, base_rate):
+  return SharedBottom(spec=spec, scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
+
+
+@register_model('logistic')
+def _logistic(cfg, b, spec, base_rate):
+  return Logistic(spec=spec, base_rate=base_rate)
+
+
+# ---- The multi-scenario zoo: each model's paper and our choices are in its module docstring.
+
+@register_model('mmoe', num_experts=NUM_EXPERTS)
+def _mmoe(cfg, b, spec, base_rate):
+  return MMoE(spec=spec, num_experts=b.int_at_least('num_experts', 1),
               scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
 
 
-@register_model('ple')
-def _ple(cfg, spec, base_rate):
-  return PLE(spec=spec, **_positive_ints(cfg, 'num_experts', 'specific_experts'),
+@register_model('ple', num_experts=NUM_EXPERTS, specific_experts=1)  # experts per scenario
+def _ple(cfg, b, spec, base_rate):
+  return PLE(spec=spec, num_experts=b.int_at_least('num_experts', 1),
+             specific_experts=b.int_at_least('specific_experts', 1),
              scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
 
 
-@register_model('hmoe')
-def _hmoe(cfg, spec, base_rate):
-  return HMoE(spec=spec, **_positive_ints(cfg, 'num_experts'),
+@register_model('hmoe', num_experts=NUM_EXPERTS)
+def _hmoe(cfg, b, spec, base_rate):
+  return HMoE(spec=spec, num_experts=b.int_at_least('num_experts', 1),
               scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
 
 
-@register_model('star')
-def _star(cfg, spec, base_rate):
-  return STAR(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim'),
-              aux_hidden=_widths(cfg, 'star_aux_hidden'), pn_momentum=_pn_momentum(cfg),
+@register_model('star', aux_hidden=(32,),  # the auxiliary network on the scenario embedding
+                pn_momentum=PN_MOMENTUM)
+def _star(cfg, b, spec, base_rate):
+  return STAR(spec=spec, scenario_embed_dim=_scenario_embed_dim(cfg),
+              aux_hidden=b.widths('aux_hidden'), pn_momentum=_pn_momentum(b),
               scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
 
 
-@register_model('sar_net')
-def _sar_net(cfg, spec, base_rate):
-  return SARNet(spec=spec, **_positive_ints(cfg, 'num_experts', 'specific_experts'),
+@register_model('sar_net', num_experts=NUM_EXPERTS, specific_experts=1)
+def _sar_net(cfg, b, spec, base_rate):
+  return SARNet(spec=spec, num_experts=b.int_at_least('num_experts', 1),
+                specific_experts=b.int_at_least('specific_experts', 1),
                 scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
 
 
-@register_model('m2m')
-def _m2m(cfg, spec, base_rate):
-  if int(cfg.m2m_meta_layers) < 0:
-    raise ConfigError(f'model.m2m_meta_layers must be >= 0, got {cfg.m2m_meta_layers}')
-  return M2M(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim', 'num_experts'),
-             attention_dim=_positive_ints(cfg, 'm2m_attention_dim')['m2m_attention_dim'],
-             meta_layers=int(cfg.m2m_meta_layers), scenario_matmul=_scenario_matmul(cfg),
+@register_model('m2m', num_experts=NUM_EXPERTS,
+                attention_dim=32,  # meta attention width
+                meta_layers=1)  # residual meta units in the meta tower
+def _m2m(cfg, b, spec, base_rate):
+  return M2M(spec=spec, scenario_embed_dim=_scenario_embed_dim(cfg),
+             num_experts=b.int_at_least('num_experts', 1),
+             attention_dim=b.int_at_least('attention_dim', 1),
+             meta_layers=b.int_at_least('meta_layers', 0), scenario_matmul=_scenario_matmul(cfg),
              **_common(cfg))
 
 
-@register_model('adasparse')
-def _adasparse(cfg, spec, base_rate):
-  if cfg.adasparse_form not in ADASPARSE_FORMS:
-    raise ConfigError(f'unknown model.adasparse_form {cfg.adasparse_form!r}; '
-                     f'choose one of {ADASPARSE_FORMS}')
-  if cfg.adasparse_beta < 1:
-    raise ConfigError(f'model.adasparse_beta must be >= 1, got {cfg.adasparse_beta}')
-  if not 0 < cfg.adasparse_epsilon < 1:
-    raise ConfigError(f'model.adasparse_epsilon must lie in (0, 1), got {cfg.adasparse_epsilon}')
-  if cfg.adasparse_alpha <= 0 or cfg.adasparse_alpha_step < 0:
-    raise ConfigError(f'model.adasparse_alpha must be positive and model.adasparse_alpha_step >= 0, '
-                     f'got {cfg.adasparse_alpha} and {cfg.adasparse_alpha_step}')
-  if cfg.adasparse_sparsity_weight < 0:
-    raise ConfigError(f'model.adasparse_sparsity_weight must be >= 0, '
-                     f'got {cfg.adasparse_sparsity_weight}')
-  r_range = tuple(float(r) for r in cfg.adasparse_sparsity_range)
+@register_model(
+    'adasparse',
+    form='fusion',  # 'binarization' | 'scaling' | 'fusion'
+    beta=2.0,  # scale of the scaling / fusion weighting factors
+    epsilon=0.01,  # factors below it are pruned (binarization, fusion)
+    alpha=1.0,  # sharpness of sigmoid(alpha v) at step 0 ...
+    alpha_step=1e-4,  # ... growing by this much per training step
+    sparsity_weight=0.01,  # flexible sparsity regulariser; 0 = off
+    sparsity_range=(0.1, 0.5),  # [r_min, r_max] of each layer's pruned fraction
+)
+def _adasparse(cfg, b, spec, base_rate):
+  if b.beta < 1:
+    raise ConfigError(f'{b.path("beta")} must be >= 1, got {b.beta}')
+  if not 0 < b.epsilon < 1:
+    raise ConfigError(f'{b.path("epsilon")} must lie in (0, 1), got {b.epsilon}')
+  if b.alpha <= 0 or b.alpha_step < 0:
+    raise ConfigError(f'{b.path("alpha")} must be positive and {b.path("alpha_step")} >= 0, '
+                      f'got {b.alpha} and {b.alpha_step}')
+  if b.sparsity_weight < 0:
+    raise ConfigError(f'{b.path("sparsity_weight")} must be >= 0, got {b.sparsity_weight}')
+  r_range = tuple(float(r) for r in b.sparsity_range)
   if len(r_range) != 2 or not 0 <= r_range[0] <= r_range[1] <= 1:
-    raise ConfigError(f'model.adasparse_sparsity_range must be (r_min, r_max) with '
-                     f'0 <= r_min <= r_max <= 1, got {tuple(cfg.adasparse_sparsity_range)}')
-  return AdaSparse(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim'),
-                   form=cfg.adasparse_form, beta=float(cfg.adasparse_beta),
-                   epsilon=float(cfg.adasparse_epsilon), alpha=float(cfg.adasparse_alpha),
-                   alpha_step=float(cfg.adasparse_alpha_step),
-                   sparsity_weight=float(cfg.adasparse_sparsity_weight),
+    raise ConfigError(f'{b.path("sparsity_range")} must be (r_min, r_max) with '
+                      f'0 <= r_min <= r_max <= 1, got {r_range}')
+  return AdaSparse(spec=spec, scenario_embed_dim=_scenario_embed_dim(cfg),
+                   form=b.choice('form', ADASPARSE_FORMS), beta=float(b.beta),
+                   epsilon=float(b.epsilon), alpha=float(b.alpha),
+                   alpha_step=float(b.alpha_step), sparsity_weight=float(b.sparsity_weight),
                    sparsity_range=r_range, **_common(cfg))
 
 
-def _pepnet_variant(cfg, spec, use_ep: bool, use_pp: bool):
-  prior = tuple(cfg.pepnet_prior_fields)
-  unknown = set(prior) - set(spec.cat_names) - set(spec.multi_names)
-  if unknown:
-    raise ConfigError(f'model.pepnet_prior_fields names unknown fields {sorted(unknown)}; known: '
-                     f'{sorted((*spec.cat_names, *spec.multi_names))}')
-  return PEPNet(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim'), use_ep=use_ep,
-                use_pp=use_pp, prior_fields=prior, **_common(cfg))
-
-
-@register_model('pepnet')
-def _pepnet(cfg, spec, base_rate):
-  return _pepnet_variant(cfg, spec, use_ep=True, use_pp=True)
+# PPNet's prior fields (the paper's id fields); () = all fields.
+@register_model('pepnet', prior_fields=())
+def _pepnet(cfg, b, spec, base_rate):
+  return PEPNet(spec=spec, scenario_embed_dim=_scenario_embed_dim(cfg), use_ep=True, use_pp=True,
+                prior_fields=b.fields('prior_fields', spec), **_common(cfg))
 
 
 @register_model('epnet')
-def _epnet(cfg, spec, base_rate):
-  return _pepnet_variant(cfg, spec, use_ep=True, use_pp=False)
+def _epnet(cfg, b, spec, base_rate):
+  return PEPNet(spec=spec, scenario_embed_dim=_scenario_embed_dim(cfg), use_ep=True,
+                use_pp=False, prior_fields=(), **_common(cfg))
 
 
-@register_model('ppnet')
-def _ppnet(cfg, spec, base_rate):
-  return _pepnet_variant(cfg, spec, use_ep=False, use_pp=True)
+@register_model('ppnet', prior_fields=())
+def _ppnet(cfg, b, spec, base_rate):
+  return PEPNet(spec=spec, scenario_embed_dim=_scenario_embed_dim(cfg), use_ep=False,
+                use_pp=True, prior_fields=b.fields('prior_fields', spec), **_common(cfg))
 
 
-@register_model('apg')
-def _apg(cfg, spec, base_rate):
-  if cfg.apg_condition not in APG_CONDITIONS:
-    raise ConfigError(f'unknown model.apg_condition {cfg.apg_condition!r}; '
-                     f'choose one of {APG_CONDITIONS}')
-  if int(cfg.apg_overparam) < 0:
-    raise ConfigError(f'model.apg_overparam must be >= 0 (0 = off), got {cfg.apg_overparam}')
-  return APG(spec=spec, **_positive_ints(cfg, 'scenario_embed_dim'), condition=cfg.apg_condition,
-             rank=_positive_ints(cfg, 'apg_rank')['apg_rank'], overparam=int(cfg.apg_overparam),
-             generate_bias=bool(cfg.apg_generate_bias),
-             generator_hidden=_widths(cfg, 'apg_generator_hidden'), **_common(cfg))
+@register_model(
+    'apg',
+    condition='scenario',  # 'scenario' | 'mixed' (scenario + features) | 'self' (layer input)
+    rank=32,  # K: W = U (d_in, K) S(z) (K, K) V (K, d_out)
+    overparam=0,  # P > 0: U = U_l (d_in, P) U_r (P, K), V likewise; merged after training
+    generate_bias=False,
+    generator_hidden=(64,),
+)
+def _apg(cfg, b, spec, base_rate):
+  return APG(spec=spec, scenario_embed_dim=_scenario_embed_dim(cfg),
+             condition=b.choice('condition', APG_CONDITIONS), rank=b.int_at_least('rank', 1),
+             overparam=b.int_at_least('overparam', 0), generate_bias=bool(b.generate_bias),
+             generator_hidden=b.widths('generator_hidden'), **_common(cfg))
 
 
-@register_model('hamur')
-def _hamur(cfg, spec, base_rate):
-  n = _positive_ints(cfg, 'hamur_adapters', 'hamur_adapter_dim', 'hamur_rank')
+@register_model(
+    'hamur',
+    adapters=1,  # adapters, after the last hidden layers
+    adapter_dim=32,  # adapter bottleneck width
+    rank=16,  # K of the generated K x K adapter core
+    hyper_hidden=(64,),  # the shared hyper-network
+    pn_momentum=PN_MOMENTUM,
+)
+def _hamur(cfg, b, spec, base_rate):
   common = _common(cfg)
-  if n['hamur_adapters'] > len(common['hidden']):
-    raise ConfigError(f'model.hamur_adapters={n["hamur_adapters"]} exceeds the '
-                     f'{len(common["hidden"])} hidden layers of model.hidden')
-  return HAMUR(spec=spec, adapter_dim=n['hamur_adapter_dim'], rank=n['hamur_rank'],
-               num_adapters=n['hamur_adapters'], hyper_hidden=_widths(cfg, 'hamur_hyper_hidden'),
-               pn_momentum=_pn_momentum(cfg), scenario_matmul=_scenario_matmul(cfg), **common)
+  adapters = b.int_at_least('adapters', 1)
+  if adapters > len(common['hidden']):
+    raise ConfigError(f'{b.path("adapters")}={adapters} exceeds the {len(common["hidden"])} '
+                      'hidden layers of model.hidden')
+  return HAMUR(spec=spec, adapter_dim=b.int_at_least('adapter_dim', 1),
+               rank=b.int_at_least('rank', 1), num_adapters=adapters,
+               hyper_hidden=b.widths('hyper_hidden'), pn_momentum=_pn_momentum(b),
+               scenario_matmul=_scenario_matmul(cfg), **common)
 
 
-def build_model(model_config, spec: FeatureSpec, base_rate: float | None = None) -> nn.Module:
-  """base_rate: mean training label (the trainer passes it); a builder may use it to initialise
-  (`logistic`'s output bias) and must work without it."""
-  name = model_config.name
-  if name not in _BUILDERS:
-    raise ConfigError(f'unknown config.model.name={name!r}; known: {model_names()}')
-  if base_rate is not None and not 0.0 < float(base_rate) < 1.0:
-    raise DataError(f'the training labels have base rate {base_rate}; it must lie in (0, 1) '
-                    '(a split with only one class cannot train a classifier)')
-  return _BUILDERS[name](model_config, spec, None if base_rate is None else float(base_rate))
-
-
-__all__ = ['build_model', 'register_model', 'model_names']
+__all__ = ['build_model', 'register_model', 'registered', 'model_names', 'default_blocks',
+           'mi_weight']

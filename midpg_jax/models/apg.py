@@ -86,7 +86,7 @@ class APG(nn.Module):
   @nn.compact
   def __call__(self, batch, train: bool = False):
     if self.condition not in APG_CONDITIONS:
-      raise ConfigError(f'unknown model.apg_condition {self.condition!r}; '
+      raise ConfigError(f'unknown model.apg.condition {self.condition!r}; '
                        f'choose one of {APG_CONDITIONS}')
     num_scen = self.spec.num_scenarios
     x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)

@@ -108,7 +108,7 @@ class Pruner(nn.Module):
     if self.form == 'fusion':
       scaled = self.beta * soft
       return scaled * jax.lax.stop_gradient((scaled >= self.epsilon).astype(soft.dtype))
-    raise ConfigError(f'unknown model.adasparse_form {self.form!r}; choose one of {ADASPARSE_FORMS}')
+    raise ConfigError(f'unknown model.adasparse.form {self.form!r}; choose one of {ADASPARSE_FORMS}')
 
 
 class AdaSparse(nn.Module):

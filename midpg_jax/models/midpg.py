@@ -232,7 +232,7 @@ class ModulatedDense(nn.Module):
     (out, self.summary(...)) instead of out.
     """
     if self.combine not in COMBINES:
-      raise ConfigError(f'unknown model.combine {self.combine!r}; choose one of {COMBINES}')
+      raise ConfigError(f'unknown model.midpg.combine {self.combine!r}; choose one of {COMBINES}')
     p = self.setup_params(h.shape[-1])
     out = self._forward(p, h, scenario, core, path, group_sizes)
     if summary_inputs is None:
@@ -349,7 +349,7 @@ class MIDPG(nn.Module):
     if instance:
       unknown = set(self.generator_features) - set(fields)
       if unknown:
-        raise ConfigError(f'model.generator_features names unknown fields {sorted(unknown)}; '
+        raise ConfigError(f'model.midpg.generator_features names unknown fields {sorted(unknown)}; '
                          f'known: {sorted(fields)}')
       z = jnp.concatenate([scen_embed(scenario)] + [fields[f] for f in self.generator_features],
                           axis=-1)  # (B, d_z)

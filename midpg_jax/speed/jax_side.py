@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from midpg_jax.data import load_dataset, pipeline
-from midpg_jax.models import build_model
+from midpg_jax.models import build_model, mi_weight
 from midpg_jax.train_state import (TrainState, init_variables, make_optimizer, make_predict_step,
                                    make_train_step, model_inputs)
 
@@ -60,8 +60,7 @@ class JaxContender:
     self.state = self.model = self.batches = None
 
   def mi_weight(self) -> float:
-    return float(self.config.model.get('mi_weight', 0.0)) if self.config.model.name == 'midpg' \
-        else 0.0
+    return mi_weight(self.config.model)
 
   def build(self, spec, sample_batch):
     self.model = build_model(self.config.model, spec)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 
+from midpg_jax.models import mi_weight
 from midpg_jax.speed.machine import torch, torch_device, torch_sync
 
 
@@ -47,13 +48,12 @@ class TorchContender:
     torch.manual_seed(0)
     model = self.model = self._build_model(spec).to(self.device).train()
     self.opt = tm.make_adam(model, lr=float(self.config.train.learning_rate))
-    mi_weight = float(self.config.model.get('mi_weight', 0.0)) \
-        if self.config.model.name == 'midpg' else 0.0
+    weight = mi_weight(self.config.model)
 
     def loss_of(b):
       with self._autocast():
         out = model(b)
-      return tm.loss_fn({k: v.float() for k, v in out.items()}, b, mi_weight)[0]
+      return tm.loss_fn({k: v.float() for k, v in out.items()}, b, weight)[0]
 
     def forward(b):
       with self._autocast():
