@@ -74,3 +74,30 @@ def test_dtype_reaches_the_model_config_when_it_has_the_key():
   with_key = JaxContender('x', config, dtype='bf16')
   assert with_key.dtype_on_model and with_key.config.model.dtype == 'bfloat16'
   assert config.model.dtype == 'float32'  # the contender's copy, not the caller's config
+
+
+def test_profile_classes_the_ops_of_a_train_step_by_kind_and_phase():
+  import jax
+  import jax.numpy as jnp
+  from midpg_jax.speed.profile import (classify, hlo_instructions, matmul_flops, phase,
+                                       trace_ops)
+
+  def train_step(params, ids):  # embedding lookup -> matmul -> loss; SGD
+    def loss(p):
+      return jnp.sum(jnp.tanh(jnp.take(p['table'], ids, axis=0) @ p['w']) ** 2)
+    grads = jax.grad(loss)(params)
+    return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+
+  params = {'table': jnp.ones((1000, 32)), 'w': jnp.ones((32, 64))}
+  ids = jnp.arange(256) % 1000
+  compiled = jax.jit(train_step).lower(params, ids).compile()
+  instructions = hlo_instructions(compiled.as_text())
+  # Forward, input- and weight-gradient matmuls: each 2 x 256 x 32 x 64 FLOPs, from HLO shapes.
+  assert set(matmul_flops(compiled.as_text()).values()) == {2 * 256 * 32 * 64}
+  kinds = {(classify(op), phase(op)) for op in instructions.values()}
+  assert ('matmul', 'forward') in kinds and ('matmul', 'backward') in kinds
+  assert any(k == 'gather (embedding lookup)' for k, _ in kinds)
+  assert any(k == 'scatter (embedding gradients)' for k, _ in kinds)
+  per_op, wall_us = trace_ops(lambda: compiled(params, ids)['w'].block_until_ready(), 2)
+  assert per_op and wall_us > 0
+  assert set(per_op) <= set(instructions)  # every traced op is found in the HLO

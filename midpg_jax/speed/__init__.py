@@ -19,5 +19,6 @@ Modules, one job each:
   loops         the trainer's loop shape (prefetch, host syncs) and the vocabulary sweep
   zoo           zoo models against their PyTorch references
   gpu_suite     MI-DPG and the zoo at batch 4k-64k in f32 and bf16 on an accelerator
+  profile       where the JAX MI-DPG train step's time goes (per-op profile) vs the matmul rate
   report        JSON, markdown and plot
 """

@@ -11,6 +11,7 @@ Sections (written to `--out`, default runs/speed/: speed.json, speed.md, speed.p
   --vocab-sweep     step time vs embedding-table size, dense vs row-sparse Adam (loops.py)
   --models a,b      zoo models vs their PyTorch references (zoo.py)
   --suite gpu       MI-DPG + zoo, 4k-64k, f32 and bf16, device memory (gpu_suite.py)
+  --profile         where the JAX MI-DPG step's time goes, per XLA op, vs the matmul rate (profile.py)
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def parse_args(argv=None):
                  help='gpu: MI-DPG and the zoo at batch 4k-64k, f32 and bf16, with device memory')
   p.add_argument('--dry-run', action='store_true',
                  help='with --suite: tiny sizes, 1 repetition, to test the code paths (any device)')
+  p.add_argument('--profile', action='store_true',
+                 help='where the JAX MI-DPG train step at --sweep-batch spends its time, per XLA '
+                 'op, beside the f32 matmul rate in the same run (profile.py)')
   p.add_argument('--probe-memory', default=None, help=argparse.SUPPRESS)  # internal
   p.add_argument('--probe-batch', type=int, default=0, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
@@ -124,6 +128,9 @@ def main(argv=None):
   if args.suite == 'gpu':
     from midpg_jax.speed.gpu_suite import run_suite
     body = run_suite(args, config, results)
+  elif args.profile:
+    from midpg_jax.speed.profile import run_profile
+    body = run_profile(args, config, results)
   elif args.models:
     from midpg_jax.speed.zoo import run_models
     run_models(args, config, results, args.models.split(','), args.dtype)
