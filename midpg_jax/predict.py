@@ -72,8 +72,8 @@ class _Writer:
       os.remove(self.tmp)
 
 
-# Rows per model call. The default MI-DPG's 'tiled' path computes (B + 2 T') rows for B (its
-# 3-scenario tile padding; XLA's cost analysis: 25 % extra at 2048, 12.5 % at 4096). Measured on
+# Rows per model call. The default MI-DPG's 'tiled' path pads each scenario's rows to whole tiles
+# (XLA's cost analysis: 25 % extra rows at 2048, 12.5 % at 4096). Measured on
 # 2 shared CPU cores, best of 4 interleaved passes over 64k rows (rows per CPU-second): 1024: 86k,
 # 2048: 100k, 4096: 113k, 8192: 82k.
 DEFAULT_BATCH_SIZE = 4096
