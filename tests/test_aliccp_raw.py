@@ -3,7 +3,6 @@ rows (a hand-written pair of fixtures, and generated files against a line-by-lin
 rules), and every malformed input as a DataError naming file and line."""
 
 import gzip
-import importlib.util
 import pathlib
 import shutil
 
@@ -14,13 +13,11 @@ import pytest
 
 from midpg_jax.data import aliccp_raw
 from midpg_jax.errors import DataError
+# The generator is a script (scripts/ is a package of the checkout, not installed).
+from scripts import make_raw_aliccp
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURE = REPO / 'tests' / 'fixtures' / 'aliccp_raw'
-# The generator is a script, not part of the package: load it from its file.
-_spec = importlib.util.spec_from_file_location('make_raw_aliccp', REPO / 'scripts' / 'make_raw_aliccp.py')
-make_raw_aliccp = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(make_raw_aliccp)
 
 SWR_NAME = {'train': 'train', 'validation': 'val', 'test': 'test'}
 

@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.csv as pacsv
@@ -103,17 +105,25 @@ def test_predict_bad_value_names_file_line_and_column_and_writes_nothing(aliccp_
   out = tmp_path / 'scores.csv'
   with pytest.raises(SystemExit, match=r"bad.csv, line 8, column 'D508'"):
     predict.main(['--workdir', workdir, '--input', str(bad), '--output', str(out),
-                  '--no_progress'])
+                  '--no_progress', '--compile_cache', ''])
   assert not out.exists() and not (tmp_path / 'scores.csv.tmp').exists()
   with pytest.raises(DataError, match=r"line 8, column 'D508'"):
     midpg_jax.load_run(workdir).predict(str(bad))
 
 
-def test_predict_cli_writes_row_index_without_id_columns(aliccp_run, tmp_path):
-  from midpg_jax import predict
+def test_predict_cli_writes_row_index_without_id_columns_and_caches_its_compile(aliccp_run,
+                                                                                tmp_path):
+  """The command as a user runs it (a fresh process): a `row` column, and the compiled predict
+  function lands in --compile_cache, so the next call loads it instead of compiling."""
   workdir, eval_probs, _ = aliccp_run
-  out = str(tmp_path / 'scores.csv')
-  predict.main(['--workdir', workdir, '--input', TEST_FILE, '--output', out, '--no_progress'])
+  out, cache = str(tmp_path / 'scores.csv'), tmp_path / 'xla'
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  proc = subprocess.run([sys.executable, '-m', 'midpg_jax.predict', '--workdir', workdir,
+                         '--input', TEST_FILE, '--output', out, '--no_progress',
+                         '--compile_cache', str(cache)], env=dict(env, JAX_PLATFORMS='cpu'),
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert cache.is_dir() and any(cache.iterdir())
   table = pacsv.read_csv(out)
   assert table.column_names == ['row', 'probability']
   assert table.column('row').to_pylist() == list(range(50))
