@@ -368,7 +368,7 @@ class Partitioner:
   def _donate(self, force: bool) -> tuple[int, ...]:
     # Donation lets XLA update the state in place. On CPU it slowed dense steps down, but the
     # row-sparse optimizer needs it (`force`): without it every step copies the whole tables and
-    # the step time grows with the vocabulary again (bench.py --vocab-sweep).
+    # the step time grows with the vocabulary again (python -m midpg_jax.speed --vocab-sweep).
     return (0,) if force or jax.default_backend() != 'cpu' else ()
 
   def jit_train_step(self, train_step: Callable, state_shardings,

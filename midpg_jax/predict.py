@@ -85,7 +85,7 @@ def predict_file(run, input_path: str, output_path: str, *, id_columns=(),
   """Scores every row of `input_path` into `output_path`; returns {'rows', 'seconds',
   'cpu_seconds'} (CPU time of all this process's threads: the rate per CPU-second is what a
   shared machine cannot distort)."""
-  from midpg_jax.trainer import prefetch
+  from midpg_jax.stepping import prefetch
   if not output_path.endswith(OUTPUT_FORMATS):
     raise DataError(f'--output {output_path!r}: the name must end with one of {OUTPUT_FORMATS}')
   if not os.path.isfile(input_path):

@@ -37,7 +37,7 @@ from midpg_jax.data import Dataset, pipeline
 from midpg_jax.metrics_log import MetricsLog
 from midpg_jax.models import mi_weight
 from midpg_jax.partitioning import Partitioner, is_main_process, max_steps_in_flight
-from midpg_jax.stepping import StepMetrics, Throughput, prefetch  # noqa: F401 (prefetch: bench.py)
+from midpg_jax.stepping import StepMetrics, Throughput, prefetch
 from midpg_jax.train_state import count_params, make_predict_step, make_train_step, model_inputs
 
 log = logging.getLogger(__name__)
