@@ -1,6 +1,7 @@
 """Shared test fixtures: a small, fast version of the default config."""
 
 import os
+import tempfile
 
 import pytest
 
@@ -9,6 +10,38 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), 'shared', 'data', 'Scenario-Wise-Rec')
+
+
+def pytest_configure(config):
+  """One persistent XLA compilation cache for the whole test run, in this process and in the
+  subprocesses the tests start (train.py, eval.py, the distributed workers): the suite compiles
+  the same train and predict steps again and again (each run jits afresh, so JAX's in-memory
+  caches miss), and a cache hit replaces a compilation of seconds by a file read. Kept in
+  .pytest_cache between runs; a clean checkout (CI) starts cold. Must be set before the first
+  compilation, hence here and not in a fixture."""
+  cache = getattr(config, 'cache', None)  # None under `-p no:cacheprovider`
+  directory = (str(cache.mkdir('jax_compilation_cache')) if cache is not None
+               else tempfile.mkdtemp(prefix='jax_compilation_cache_'))
+  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', directory)
+  # Every compilation is written, not only those over JAX's default second: a step of the small
+  # test models compiles in well under a second on an idle machine and is still worth keeping.
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  import jax
+  jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+  jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                    float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
+
+
+# The files that take minutes, run first: `make test`'s workers take whole files (--dist loadfile),
+# so a long file collected last (alphabetically, test_train.py) would run alone at the end while
+# the other worker idles. Longest first; the other files keep their order after these.
+SLOW_FILES_FIRST = ('test_distributed.py', 'test_compare.py', 'test_train.py', 'test_runs.py',
+                    'test_readme_commands.py', 'test_models_zoo.py')
+
+
+def pytest_collection_modifyitems(config, items):
+  rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES_FIRST)))  # stable
 
 
 def small_config(**data_overrides):
