@@ -26,12 +26,8 @@ train: $(VENV)/.installed
 eval: $(VENV)/.installed
 	$(PY) eval.py --config $(CONFIG) --workdir $(WORKDIR)
 
-# Two pytest workers, each taking whole files (--dist loadfile), so a module's shared fixture (a run
-# several tests inspect) is built once; TEST_WORKERS=0 runs in this process only.
-TEST_WORKERS ?= 2
-
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q tests
 
 clean:
 	rm -rf runs
