@@ -32,18 +32,6 @@ def pytest_configure(config):
                     float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
 
 
-# The files that take minutes, run first: `make test`'s workers take whole files (--dist loadfile),
-# so a long file collected last (alphabetically, test_train.py) would run alone at the end while
-# the other worker idles. Longest first; the other files keep their order after these.
-SLOW_FILES_FIRST = ('test_distributed.py', 'test_compare.py', 'test_train.py', 'test_runs.py',
-                    'test_readme_commands.py', 'test_models_zoo.py')
-
-
-def pytest_collection_modifyitems(config, items):
-  rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES_FIRST)))  # stable
-
-
 def small_config(**data_overrides):
   """The default config scaled down to run in seconds on 2 CPU cores."""
   from configs import default
