@@ -1,6 +1,7 @@
 """Shared test fixtures: a small, fast version of the default config."""
 
 import os
+import tempfile
 
 import pytest
 
@@ -9,6 +10,26 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), 'shared', 'data', 'Scenario-Wise-Rec')
+
+
+def pytest_configure(config):
+  """One persistent XLA compilation cache for the whole test run, in this process and in the
+  subprocesses the tests start (train.py, eval.py, the distributed workers): the suite compiles
+  the same train and predict steps again and again (each run jits afresh, so JAX's in-memory
+  caches miss), and a cache hit replaces a compilation of seconds by a file read. Kept in
+  .pytest_cache between runs; a clean checkout (CI) starts cold. Must be set before the first
+  compilation, hence here and not in a fixture."""
+  cache = getattr(config, 'cache', None)  # None under `-p no:cacheprovider`
+  directory = (str(cache.mkdir('jax_compilation_cache')) if cache is not None
+               else tempfile.mkdtemp(prefix='jax_compilation_cache_'))
+  os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', directory)
+  # Every compilation is written, not only those over JAX's default second: a step of the small
+  # test models compiles in well under a second on an idle machine and is still worth keeping.
+  os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+  import jax
+  jax.config.update('jax_compilation_cache_dir', os.environ['JAX_COMPILATION_CACHE_DIR'])
+  jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                    float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
 
 
 def small_config(**data_overrides):

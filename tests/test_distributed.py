@@ -24,20 +24,14 @@ TIMEOUT_S = 300
 RTOL, P_RTOL, P_ATOL = 1e-5, 1e-4, 1e-5
 
 
-@pytest.fixture(scope='module')
-def compile_cache(request):
-  """A persistent XLA compilation cache shared by the subprocesses (and kept between runs in
-  .pytest_cache): most of a cold run is compiling the same steps again in each process."""
-  return str(request.config.cache.mkdir('jax_compilation_cache'))
-
-
-def _env(devices: int, cache_dir: str) -> dict:
+def _env(devices: int) -> dict:
+  """This environment (with the suite's persistent compilation cache, tests/conftest.py: most of
+  a cold run is compiling the same steps again in each process) less any distributed settings."""
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(('JAX_COORDINATOR', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID',
                               'SLURM_', 'OMPI_', 'TPU_WORKER'))}
   env.update(XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', JAX_PLATFORMS='cpu',
-             PYTHONPATH=ROOT, JAX_COMPILATION_CACHE_DIR=cache_dir,
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+             PYTHONPATH=ROOT)
   return env
 
 
@@ -48,9 +42,9 @@ def _check(proc: subprocess.CompletedProcess, what: str) -> None:
 
 
 @pytest.fixture(scope='module')
-def mesh_run(tmp_path_factory, compile_cache):
+def mesh_run(tmp_path_factory):
   out = tmp_path_factory.mktemp('mesh')
-  proc = subprocess.run([sys.executable, WORKER, 'mesh', '--out', str(out)], env=_env(8, compile_cache),
+  proc = subprocess.run([sys.executable, WORKER, 'mesh', '--out', str(out)], env=_env(8),
                         capture_output=True, text=True, timeout=TIMEOUT_S)
   _check(proc, 'the 8-device worker')
   print(proc.stdout)
@@ -130,7 +124,7 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_train_together_like_one(mesh_run, compile_cache, tmp_path):
+def test_two_processes_train_together_like_one(mesh_run, tmp_path):
   _, report, _ = mesh_run
   port = _free_port()
   # Output to files, not pipes: a process blocked on a full pipe would stall the other one in a
@@ -139,7 +133,7 @@ def test_two_processes_train_together_like_one(mesh_run, compile_cache, tmp_path
           for i in range(2)]
   procs = [subprocess.Popen([sys.executable, WORKER, 'process', '--out', str(tmp_path),
                              '--process_id', str(i), '--num_processes', '2', '--port', str(port)],
-                            env=_env(2, compile_cache), stdout=out, stderr=err, text=True)
+                            env=_env(2), stdout=out, stderr=err, text=True)
            for i, (out, err) in enumerate(logs)]
   try:
     for p in procs:

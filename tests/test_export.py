@@ -1,6 +1,7 @@
 """The serving export: the artefact scores like the live model, at any batch size, in a fresh
 process that never imports the training code."""
 
+import functools
 import json
 import os
 import subprocess
@@ -57,13 +58,23 @@ def random_rows(n: int, seed: int = 0) -> dict:
           'multi': {'tags': rng.integers(0, 30, (n, 4)).astype(np.int32)}}
 
 
+@pytest.fixture(scope='module')
+def exported(tmp_path_factory):
+  """model name -> (live run, export folder), written, loaded and exported once per model: the
+  fresh-process test scores the same STAR export as the batch-size test."""
+  def make(model_name: str):
+    folder = tmp_path_factory.mktemp(model_name)
+    write_run(folder / 'run', model_name)
+    run = api.load_run(str(folder / 'run'))
+    return run, export.export_run(run, str(folder / 'export'))
+  return functools.lru_cache(maxsize=None)(make)
+
+
 @pytest.mark.parametrize('model_name', ['midpg', 'star', 'mmoe'])
-def test_exported_model_equals_live_model_at_any_batch_size(tmp_path, model_name):
-  write_run(tmp_path / 'run', model_name)
-  run = api.load_run(str(tmp_path / 'run'))
+def test_exported_model_equals_live_model_at_any_batch_size(exported, model_name):
+  run, out = exported(model_name)
   rows = random_rows(1000)
   live = run.predict(rows)
-  out = export.export_run(run, str(tmp_path / 'export'))
   served = export.load_exported(out)
   np.testing.assert_allclose(served.predict_columns(rows), live, rtol=0, atol=2e-6)
   assert np.std(live) > 0.01  # the rows are told apart: the comparison is not of constants
@@ -86,12 +97,10 @@ print(json.dumps({'probs': probs.tolist(), 'imported': heavy}))
 """
 
 
-def test_export_loads_in_a_fresh_process_without_the_training_code(tmp_path):
-  write_run(tmp_path / 'run', 'star')  # STAR also has normalisation statistics (model_state)
-  run = api.load_run(str(tmp_path / 'run'))
+def test_export_loads_in_a_fresh_process_without_the_training_code(exported, tmp_path):
+  run, out = exported('star')  # STAR also has normalisation statistics (model_state)
   rows = random_rows(300, seed=1)
   live = run.predict(rows)
-  out = export.export_run(run, str(tmp_path / 'export'))
   np.savez(tmp_path / 'rows.npz', cat=rows['cat'], dense=rows['dense'],
            scenario=rows['scenario'], tags=rows['multi']['tags'])
   result = subprocess.run([sys.executable, '-c', _FRESH, out, str(tmp_path / 'rows.npz')],

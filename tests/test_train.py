@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -35,15 +36,28 @@ def test_midpg_beats_scenario_blind_logistic_and_approaches_oracle(learnt):
   assert 0.7 < m['calibration'] < 1.3
 
 
-def test_training_writes_metrics_jsonl_and_final_json(learnt, tmp_path):
+@pytest.fixture(scope='module')
+def one_epoch_run(tmp_path_factory):
+  """(config, workdir, summary) of one epoch of the small config, trained once for the tests that
+  inspect a finished run. Tests that change a run work on a copy (`copy_of`)."""
   c = small_config()
   c.train.num_epochs = 1
-  summary = trainer.train_and_evaluate(c, str(tmp_path))
-  lines = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
+  workdir = tmp_path_factory.mktemp('one_epoch')
+  return c, workdir, trainer.train_and_evaluate(c, str(workdir))
+
+
+def copy_of(run_dir, tmp_path):
+  shutil.copytree(run_dir, tmp_path / 'run')
+  return tmp_path / 'run'
+
+
+def test_training_writes_metrics_jsonl_and_final_json(one_epoch_run):
+  _, workdir, summary = one_epoch_run
+  lines = [json.loads(l) for l in open(workdir / 'metrics.jsonl')]
   assert [l['split'] for l in lines] == ['validation', 'best/validation', 'best/test']
   assert 'scenario_3/auc' in lines[0] and 'overall/oracle_auc' in lines[0]
   assert 'train/loss' in lines[0] and 'train/mi_bound' in lines[0]
-  final = json.load(open(tmp_path / 'final_metrics.json'))
+  final = json.load(open(workdir / 'final_metrics.json'))
   assert final['test']['overall']['auc'] == pytest.approx(summary['test']['overall']['auc'])
 
 
@@ -62,11 +76,9 @@ def test_resume_equals_uninterrupted(tmp_path):
         np.testing.assert_allclose(resumed[split][group][k], v, rtol=1e-6, err_msg=f'{group}/{k}')
 
 
-def test_eval_restores_best_checkpoint_and_reports_same_metrics(tmp_path):
-  c = small_config()
-  c.train.num_epochs = 1
-  summary = trainer.train_and_evaluate(c, str(tmp_path))
-  result, probs, _, meta = evaluation.evaluate_checkpoint(c, str(tmp_path), 'test')
+def test_eval_restores_best_checkpoint_and_reports_same_metrics(one_epoch_run):
+  c, workdir, summary = one_epoch_run
+  result, probs, _, meta = evaluation.evaluate_checkpoint(c, str(workdir), 'test')
   assert meta['best_step'] == summary['best_step']
   assert result['overall']['auc'] == pytest.approx(summary['test']['overall']['auc'], rel=1e-6)
   assert len(probs) == c.data.num_test
@@ -77,18 +89,17 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     evaluation.evaluate_checkpoint(small_config(), str(tmp_path / 'nothing'), 'test')
 
 
-def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
-  c = small_config()
-  c.train.num_epochs = 1
-  trainer.train_and_evaluate(c, str(tmp_path))
-  best = tmp_path / 'checkpoints' / 'best'
+def test_corrupt_checkpoint_is_a_clear_error(one_epoch_run, tmp_path):
+  c, trained, _ = one_epoch_run
+  workdir = copy_of(trained, tmp_path)
+  best = workdir / 'checkpoints' / 'best'
   for root, _, files in os.walk(best):
     for f in files:
       if 'state' in root:
         with open(os.path.join(root, f), 'wb') as fh:
           fh.write(b'garbage')
   with pytest.raises(CheckpointError, match='corrupt'):
-    evaluation.evaluate_checkpoint(c, str(tmp_path), 'test')
+    evaluation.evaluate_checkpoint(c, str(workdir), 'test')
 
 
 @pytest.mark.parametrize('key,value', [('batch_size', 0), ('num_epochs', -1),
@@ -101,21 +112,21 @@ def test_bad_train_config_is_a_clear_error_and_writes_nothing(tmp_path, key, val
   assert not (tmp_path / 'run').exists()
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
-  c = small_config()
-  c.train.num_epochs = 1
-  trainer.train_and_evaluate(c, str(tmp_path))
-  good = sorted(os.listdir(tmp_path / 'checkpoints' / 'latest'))
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(one_epoch_run, tmp_path):
+  trained_config, trained, _ = one_epoch_run
+  c = trained_config.copy_and_resolve_references()
+  workdir = copy_of(trained, tmp_path)
+  good = sorted(os.listdir(workdir / 'checkpoints' / 'latest'))
   c.train.num_epochs = 2
   c.train.learning_rate = 1e30  # diverges at once in the second epoch
   # A resumed run keeps its config: changing the learning rate is the user's explicit choice here,
   # written into the run's config.json (a --config override would be refused).
-  run_config.save(str(tmp_path), c)
+  run_config.save(str(workdir), c)
   with pytest.raises(NonFiniteLossError, match='non-finite'):
-    trainer.train_and_evaluate(c, str(tmp_path))
-  assert sorted(os.listdir(tmp_path / 'checkpoints' / 'latest')) == good
+    trainer.train_and_evaluate(c, str(workdir))
+  assert sorted(os.listdir(workdir / 'checkpoints' / 'latest')) == good
   c.train.learning_rate = 1e-3
-  result, *_ = evaluation.evaluate_checkpoint(c, str(tmp_path), 'test', kind='latest')
+  result, *_ = evaluation.evaluate_checkpoint(c, str(workdir), 'test', kind='latest')
   assert np.isfinite(result['overall']['auc'])
 
 
