@@ -73,14 +73,19 @@ def model_config() -> ml_collections.ConfigDict:
   m.use_shared = True
   m.use_specific = True
   m.combine = 'modulate'  # 'modulate': W * (1 + M);  'replace': W = M (APG-style)
-  m.scenario_matmul = 'tiled'  # 'tiled' (fastest, bench.py) | 'ragged' | 'onehot' | 'masked'
+  # Per-scenario weights of every model (MI-DPG and the zoo): 'auto' (= 'tiled' at any S; rule in
+  # midpg_jax/models/scenario_ops.py) | 'tiled' | 'ragged' | 'onehot' | 'masked'.
+  m.scenario_matmul = 'auto'
+  # Mixed precision of every model (midpg_jax/models/precision.py): compute dtype and the dtype
+  # the parameters are stored and updated in; loss and MI term stay float32.
+  m.dtype = 'float32'  # 'float32' | 'bfloat16'
+  m.param_dtype = 'float32'
   m.mi_estimator = 'infonce'  # 'infonce' | 'jsd' | 'mine' | 'none'
   m.mi_weight = 0.01  # lambda in  L = BCE + lambda * (-MI bound)
   m.mi_temperature = 0.5  # tau of the cosine critic (low tau saturates the bound at ln S)
   m.mi_dim = 16  # K: entries per layer of the fixed random sketch u_k^T M v_k the critic scores
   # ---- Multi-scenario model zoo (midpg_jax/models/{moe,star,sar_net,m2m,gating,apg,hamur}.py).
   # Also read by the zoo: embed_dim, hidden, activation, dropout (sizes) and scenario_embed_dim.
-  m.zoo_scenario_matmul = 'ragged'  # per-scenario weights: 'ragged' (grouped matmul) or 'onehot'
   m.num_experts = 4  # shared experts: mmoe, hmoe, ple (per level), sar_net, m2m
   m.specific_experts = 1  # experts per scenario: ple (per level), sar_net
   m.star_aux_hidden = (32,)  # STAR's auxiliary network on the scenario embedding

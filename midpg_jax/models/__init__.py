@@ -17,14 +17,15 @@ from midpg_jax import mi
 from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.errors import ConfigError, DataError
 from midpg_jax.models.baselines import Logistic, Mlp, SharedBottom
-from midpg_jax.models.midpg import COMBINES, MIDPG, SCENARIO_MATMULS
+from midpg_jax.models.midpg import COMBINES, MIDPG
 from midpg_jax.models.apg import APG, APG_CONDITIONS
 from midpg_jax.models.gating import ADASPARSE_FORMS, AdaSparse, PEPNet
 from midpg_jax.models.hamur import HAMUR
 from midpg_jax.models.m2m import M2M
 from midpg_jax.models.moe import HMoE, MMoE, PLE
+from midpg_jax.models.precision import with_precision
 from midpg_jax.models.sar_net import SARNet
-from midpg_jax.models.scenario_ops import ROUTINGS
+from midpg_jax.models.scenario_ops import check_path
 from midpg_jax.models.star import STAR
 
 _BUILDERS: dict[str, Callable] = {}
@@ -70,9 +71,6 @@ def _midpg(cfg, spec, base_rate):
     raise ConfigError(f'model.mi_temperature must be positive, got {cfg.mi_temperature}')
   if cfg.combine not in COMBINES:
     raise ConfigError(f'unknown model.combine {cfg.combine!r}; choose one of {COMBINES}')
-  if cfg.scenario_matmul not in SCENARIO_MATMULS:
-    raise ConfigError(f'unknown model.scenario_matmul {cfg.scenario_matmul!r}; '
-                     f'choose one of {SCENARIO_MATMULS}')
   if cfg.combine == 'replace' and not (cfg.use_shared or cfg.use_specific):
     raise ConfigError("model.combine='replace' needs model.use_shared or model.use_specific")
   unknown = set(cfg.generator_features) - set(spec.cat_names) - set(spec.multi_names)
@@ -83,7 +81,7 @@ def _midpg(cfg, spec, base_rate):
                generator_hidden=tuple(int(w) for w in cfg.generator_hidden),
                generator_features=tuple(cfg.generator_features),
                use_shared=bool(cfg.use_shared), use_specific=bool(cfg.use_specific),
-               combine=cfg.combine, scenario_matmul=cfg.scenario_matmul,
+               combine=cfg.combine, scenario_matmul=_scenario_matmul(cfg),
                mi_estimator=cfg.mi_estimator, mi_dim=int(cfg.mi_dim),
                mi_temperature=float(cfg.mi_temperature), **_common(cfg))
 
@@ -120,10 +118,8 @@ def _widths(cfg, key) -> tuple[int, ...]:
 
 
 def _scenario_matmul(cfg) -> str:
-  if cfg.zoo_scenario_matmul not in ROUTINGS:
-    raise ConfigError(f'unknown model.zoo_scenario_matmul {cfg.zoo_scenario_matmul!r}; '
-                     f'choose one of {ROUTINGS}')
-  return cfg.zoo_scenario_matmul
+  """The one path choice of every model with per-scenario weights (MI-DPG and the zoo)."""
+  return check_path(cfg.scenario_matmul)
 
 
 def _pn_momentum(cfg) -> float:
@@ -259,7 +255,9 @@ def build_model(model_config, spec: FeatureSpec, base_rate: float | None = None)
   if base_rate is not None and not 0.0 < float(base_rate) < 1.0:
     raise DataError(f'the training labels have base rate {base_rate}; it must lie in (0, 1) '
                     '(a split with only one class cannot train a classifier)')
-  return _BUILDERS[name](model_config, spec, None if base_rate is None else float(base_rate))
+  model = _BUILDERS[name](model_config, spec, None if base_rate is None else float(base_rate))
+  return with_precision(model, model_config.get('dtype', 'float32'),
+                        model_config.get('param_dtype', 'float32'))
 
 
 __all__ = ['build_model', 'register_model', 'model_names']
