@@ -182,4 +182,4 @@ class WeightGenerator(nn.Module):
     g = nn.Dense(self.num_layers * self.rank * self.rank, name='out',
                  kernel_init=nn.initializers.lecun_normal())(h)
     g = g.reshape(z.shape[0], self.num_layers, self.rank, self.rank)
-    return jnp.eye(self.rank) + g  # (N, L, r, r)
+    return jnp.eye(self.rank, dtype=g.dtype) + g  # (N, L, r, r)

@@ -9,7 +9,7 @@ which no model may do. Instead the rows are routed (`Routing`), by the path of t
   rows, each scenario's rows padded to whole tiles (`tile_layout`); every per-scenario matmul is
   one batched matmul of the (NT, T, d_in) tiles with their scenarios' weights (NT, d_in, d_out),
   NT <= B / T + S; the per-row results are gathered back to batch order at the end. ~1x the FLOPs
-  of a shared layer plus the padding (< S T rows, `tile_rows` keeps it under ~B / 8).
+  of a shared layer plus the padding (< S T rows, `tile_rows` keeps it under B / 4).
 * 'ragged': the same sort-free layout with T = 1 (no padding) and `jax.lax.ragged_dot` per matmul
   (a grouped matmul where XLA has one; XLA's CPU backend lowers it to S masked dense matmuls).
 * 'onehot': every row is multiplied by all S weights, (B, S, d_out), and its own is selected;
@@ -61,13 +61,14 @@ def resolve_path(method: str, batch_size, num_scenarios: int) -> str:
 
 def tile_rows(batch_size: int, num_scenarios: int) -> int:
   """Rows per tile of the 'tiled' path: a power of two, ~sqrt(16 B) but small enough that the
-  padding (< S T rows) stays under ~B / 8, in [8, 512].
+  padding (< S T rows, ~S T / 2 expected) stays under B / 4, in [8, 512].
 
   Smaller tiles pad less but gather more weight copies (one (d_in, d_out) per tile); the sqrt
-  balance was measured with bench.py on CPU at S = 4, the cap by S in benchmarks/scenario_paths.py.
+  balance was measured with bench.py on CPU at S = 4 (where the cap leaves it, T = 256 at
+  B = 4096), the cap by S with benchmarks/scenario_paths.py.
   """
   t = 2 ** round(math.log2(math.sqrt(16 * max(batch_size, 1))))
-  cap = 2 ** int(math.log2(max(batch_size // (8 * max(num_scenarios, 1)), 1)))
+  cap = 2 ** int(math.log2(max(batch_size // (4 * max(num_scenarios, 1)), 1)))
   return int(min(512, max(8, min(t, cap))))
 
 
