@@ -68,8 +68,13 @@ def test_every_path_gives_the_same_outputs_and_gradients(data, name):
   want = _outputs_and_grads(models['onehot'], variables, batch)
   for path in paths[:-1]:
     got = _outputs_and_grads(models[path], variables, batch)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4,
-                                                         err_msg=f'{name} {path}'), got, want)
+    # float32 sums in another order: the tolerance is relative to the largest entry of the
+    # output (logits / state / gradients), since some gradients are exactly 0 in exact arithmetic
+    # and float32 noise in any order (HAMUR's adapter bias feeds a per-scenario mean subtraction).
+    for g, w, part in zip(got, want, ('logits', 'state', 'gradients')):
+      scale = max(float(np.max(np.abs(x))) for x in jax.tree.leaves(w))
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(
+          a, b, rtol=1e-3, atol=1e-4 * scale, err_msg=f'{name} {path} {part}'), g, w)
 
 
 @pytest.mark.parametrize('batch_size,num_scenarios', [(4096, 4), (4096, 16), (4096, 64),
