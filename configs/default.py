@@ -65,10 +65,13 @@ def model_config() -> ml_collections.ConfigDict:
   m.activation = 'relu'
   m.dropout = 0.0
   m.scenario_embed_dim = 16  # MI-DPG's generator input and the zoo's scenario embeddings
-  # MI-DPG's scenario-modulated layers (midpg_jax/models/midpg.py).
-  m.scenario_matmul = 'tiled'  # 'tiled' (fastest, bench.py) | 'ragged' | 'onehot' | 'masked'
-  # The zoo's per-scenario weights (midpg_jax/models/{moe,star,sar_net,m2m,gating,apg,hamur}.py).
-  m.zoo_scenario_matmul = 'ragged'  # 'ragged' (grouped matmul) or 'onehot'
+  # Per-scenario weights of every model (MI-DPG and the zoo): 'auto' (= 'tiled' at any S; rule in
+  # midpg_jax/models/scenario_ops.py) | 'tiled' | 'ragged' | 'onehot' | 'masked'.
+  m.scenario_matmul = 'auto'
+  # Mixed precision of every model (midpg_jax/models/precision.py): compute dtype and the dtype
+  # the parameters are stored and updated in; loss and MI term stay float32.
+  m.dtype = 'float32'  # 'float32' | 'bfloat16'
+  m.param_dtype = 'float32'
   # Each model's own hyper-parameters: the block `model.<name>.*` (e.g. model.midpg.rank,
   # model.star.aux_hidden), defaults and meaning beside the model's builder in
   # midpg_jax/models/__init__.py.

@@ -60,19 +60,12 @@ def test_gpu_suite_on_cpu_without_dry_run_is_refused(tmp_path):
       '--suite gpu: the JAX backend is cpu, not an accelerator')
 
 
-def test_dtype_reaches_the_model_config_when_it_has_the_key():
-  import ml_collections
+def test_dtype_reaches_the_model_config():
   from configs.default import get_config
   from midpg_jax.speed.jax_side import JaxContender
   config = get_config()
-  model = config.model.to_dict()
-  model.pop('dtype', None)
-  config.model = ml_collections.ConfigDict(model)
-  without = JaxContender('x', config, dtype='bf16')
-  assert not without.dtype_on_model  # -> the interceptor, until the models take model.dtype
-  config.model.dtype = 'float32'
-  with_key = JaxContender('x', config, dtype='bf16')
-  assert with_key.dtype_on_model and with_key.config.model.dtype == 'bfloat16'
+  contender = JaxContender('x', config, dtype='bf16')
+  assert contender.config.model.dtype == 'bfloat16'
   assert config.model.dtype == 'float32'  # the contender's copy, not the caller's config
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from midpg_jax import mi
 from midpg_jax.errors import ConfigError
 from midpg_jax.models.baselines import Logistic, Mlp, SharedBottom
-from midpg_jax.models.midpg import COMBINES, MIDPG, SCENARIO_MATMULS
+from midpg_jax.models.midpg import COMBINES, MIDPG
 from midpg_jax.models.apg import APG, APG_CONDITIONS
 from midpg_jax.models.gating import ADASPARSE_FORMS, AdaSparse, PEPNet
 from midpg_jax.models.hamur import HAMUR
@@ -24,7 +24,7 @@ from midpg_jax.models.moe import HMoE, MMoE, PLE
 from midpg_jax.models.registry import (Block, build_model, default_blocks, mi_weight, model_names,
                                        register_model, registered)
 from midpg_jax.models.sar_net import SARNet
-from midpg_jax.models.scenario_ops import ROUTINGS
+from midpg_jax.models.scenario_ops import check_path
 from midpg_jax.models.star import STAR
 
 
@@ -51,10 +51,8 @@ def _scenario_embed_dim(cfg) -> int:
 
 
 def _scenario_matmul(cfg) -> str:
-  if cfg.zoo_scenario_matmul not in ROUTINGS:
-    raise ConfigError(f'unknown model.zoo_scenario_matmul {cfg.zoo_scenario_matmul!r}; '
-                      f'choose one of {ROUTINGS}')
-  return cfg.zoo_scenario_matmul
+  """The one path choice of every model with per-scenario weights (MI-DPG and the zoo)."""
+  return check_path(cfg.scenario_matmul)
 
 
 def _pn_momentum(block: Block) -> float:
@@ -91,9 +89,6 @@ def _midpg(cfg, b, spec, base_rate):
     raise ConfigError(f'{b.path("mi_weight")} must be >= 0, got {b.mi_weight}')
   if float(b.mi_temperature) <= 0:
     raise ConfigError(f'{b.path("mi_temperature")} must be positive, got {b.mi_temperature}')
-  if cfg.scenario_matmul not in SCENARIO_MATMULS:
-    raise ConfigError(f'unknown model.scenario_matmul {cfg.scenario_matmul!r}; '
-                      f'choose one of {SCENARIO_MATMULS}')
   use_shared, use_specific = bool(b.use_shared), bool(b.use_specific)
   combine = b.choice('combine', COMBINES)
   if combine == 'replace' and not (use_shared or use_specific):
@@ -104,7 +99,7 @@ def _midpg(cfg, b, spec, base_rate):
                generator_hidden=tuple(int(w) for w in b.generator_hidden),
                generator_features=b.fields('generator_features', spec),
                use_shared=use_shared, use_specific=use_specific, combine=combine,
-               scenario_matmul=cfg.scenario_matmul,
+               scenario_matmul=_scenario_matmul(cfg),
                mi_estimator=b.choice('mi_estimator', mi.ESTIMATORS),
                mi_dim=b.int_at_least('mi_dim', 1), mi_temperature=float(b.mi_temperature),
                **_common(cfg))

@@ -7,7 +7,7 @@ logistic regression (`logistic`).
 * `shared_bottom` is the standard multi-scenario Shared-Bottom (as in the peers' code, e.g.
   Scenario-Wise-Rec): a shared bottom MLP (all hidden widths but the last) and one tower per
   scenario (the last hidden width and the output layer), each row going through its own
-  scenario's tower (`scenario_ops` routing, `model.zoo_scenario_matmul`).
+  scenario's tower (`scenario_ops` routing, `model.scenario_matmul`).
 * `logistic` is the floor: one weight per id and per dense feature. [our choice] Its output bias
   starts at logit(base rate of the training labels) (`base_rate`, given by the trainer): from
   p = 0.5 a linear model at the default learning rate spends thousands of steps moving its bias
@@ -48,7 +48,7 @@ class SharedBottom(nn.Module):
   embed_dim: int = 16
   act: str = 'relu'
   dropout: float = 0.0
-  scenario_matmul: str = 'ragged'
+  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):

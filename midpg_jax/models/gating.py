@@ -152,6 +152,7 @@ class AdaSparse(nn.Module):
                                name='scenario_embed')(scenario)
     steps = self.variable('counters', 'adasparse_steps', lambda: jnp.zeros((), jnp.int32))
     alpha = self.alpha + self.alpha_step * steps.value.astype(jnp.float32)
+    alpha = alpha.astype(domain.dtype)  # the compute dtype (bfloat16 under mixed precision)
     if train and not self.is_initializing():
       steps.value = steps.value + 1
     pruner = lambda name: Pruner(self.form, self.beta, self.epsilon, name=name)  # noqa: E731
@@ -170,6 +171,6 @@ class AdaSparse(nn.Module):
       for pi in factors:
         ratio = jax.lax.stop_gradient(jnp.mean((pi == 0).astype(jnp.float32)))
         sign = jnp.where(ratio < r_min, 1.0, jnp.where(ratio > r_max, -1.0, 0.0))
-        aux = aux + sign * jnp.mean(pi)
+        aux = aux + sign * jnp.mean(pi.astype(jnp.float32))
       outputs['aux_loss'] = self.sparsity_weight * aux
     return outputs

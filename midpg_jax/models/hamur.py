@@ -59,7 +59,7 @@ class HAMUR(nn.Module):
   num_adapters: int = 1
   hyper_hidden: Sequence[int] = (64,)
   pn_momentum: float = 0.9
-  scenario_matmul: str = 'ragged'
+  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):

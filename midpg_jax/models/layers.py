@@ -51,7 +51,8 @@ class FeatureEmbedding(nn.Module):
       fields[name] = summed / jnp.maximum(jnp.sum(mask, axis=1), 1.0)  # (B, E)
     parts = [fields[n] for n in (*self.spec.cat_names, *self.spec.multi_names)]
     if self.spec.num_dense:
-      parts.append(batch['dense'].astype(jnp.float32))
+      parts.append(batch['dense'].astype(parts[0].dtype if parts else jnp.float32))  # the
+      # tables' compute dtype (bfloat16 under mixed precision), not a promotion to float32
     return jnp.concatenate(parts, axis=-1), fields
 
 

@@ -60,7 +60,7 @@ class M2M(nn.Module):
   num_experts: int = 4
   attention_dim: int = 32
   meta_layers: int = 1
-  scenario_matmul: str = 'ragged'
+  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):

@@ -37,7 +37,7 @@ class MMoE(nn.Module):
   act: str = 'relu'
   dropout: float = 0.0
   num_experts: int = 4
-  scenario_matmul: str = 'ragged'
+  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
@@ -77,7 +77,7 @@ class PLE(nn.Module):
   dropout: float = 0.0
   num_experts: int = 4  # shared experts per level
   specific_experts: int = 1  # experts per scenario per level
-  scenario_matmul: str = 'ragged'
+  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
@@ -141,7 +141,7 @@ class HMoE(nn.Module):
   act: str = 'relu'
   dropout: float = 0.0
   num_experts: int = 4
-  scenario_matmul: str = 'ragged'
+  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):

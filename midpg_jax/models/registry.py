@@ -14,6 +14,7 @@ import ml_collections
 
 from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.errors import ConfigError, DataError
+from midpg_jax.models.precision import with_precision
 
 
 class Block:
@@ -133,5 +134,7 @@ def build_model(model_config, spec: FeatureSpec, base_rate: float | None = None)
   if base_rate is not None and not 0.0 < float(base_rate) < 1.0:
     raise DataError(f'the training labels have base rate {base_rate}; it must lie in (0, 1) '
                     '(a split with only one class cannot train a classifier)')
-  return model.builder(model_config, _block(model_config, name, model.defaults), spec,
-                       None if base_rate is None else float(base_rate))
+  module = model.builder(model_config, _block(model_config, name, model.defaults), spec,
+                         None if base_rate is None else float(base_rate))
+  return with_precision(module, model_config.get('dtype', 'float32'),
+                        model_config.get('param_dtype', 'float32'))

@@ -44,7 +44,7 @@ class SARNet(nn.Module):
   dropout: float = 0.0
   num_experts: int = 4
   specific_experts: int = 1
-  scenario_matmul: str = 'ragged'
+  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):

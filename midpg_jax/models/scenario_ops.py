@@ -1,15 +1,26 @@
-"""Per-scenario computation shared by the multi-scenario model zoo.
+"""Per-scenario computation for every model (MI-DPG and the zoo): one path choice, one config key.
 
 A multi-scenario layer holds one weight per scenario, (S, d_in, d_out), and each row of the batch
 uses its own scenario's weight. Gathering a weight per row would build a (B, d_in, d_out) tensor,
-which no model may do. Instead the rows are routed, by one of two paths (config key
-`model.zoo_scenario_matmul`; MI-DPG has its own `scenario_matmul`):
+which no model may do. Instead the rows are routed (`Routing`), by the path of the config key
+`model.scenario_matmul`:
 
-* 'ragged': the model sorts its rows by scenario once (`Routing.take`), every per-scenario matmul is
-  one grouped matmul (`jax.lax.ragged_dot`), and the logits are put back in batch order at the end
-  (`Routing.restore`).
+* 'tiled': the rows are laid out once, before the embedding lookup, in scenario-sorted tiles of T
+  rows, each scenario's rows padded to whole tiles (`tile_layout`); every per-scenario matmul is
+  one batched matmul of the (NT, T, d_in) tiles with their scenarios' weights (NT, d_in, d_out),
+  NT <= B / T + S; the per-row results are gathered back to batch order at the end. ~1x the FLOPs
+  of a shared layer plus the padding (< S T rows, `tile_rows` keeps it under B / 4).
+* 'ragged': the same sort-free layout with T = 1 (no padding) and `jax.lax.ragged_dot` per matmul
+  (a grouped matmul where XLA has one; XLA's CPU backend lowers it to S masked dense matmuls).
 * 'onehot': every row is multiplied by all S weights, (B, S, d_out), and its own is selected;
-  S times the FLOPs, no sort.
+  S times the FLOPs, no reordering.
+* 'masked': a loop over the S scenarios, each one's matmul over all rows kept where the row is its
+  scenario's; S times the FLOPs, no (B, S, d_out) intermediate.
+* 'auto' (default): `resolve_path` picks by S from measurements on this project's 2-core CPU
+  (benchmarks/scenario_paths.py; numbers in README "Scenario paths").
+
+Rows in the model's order may include padding rows ('tiled'): `Routing.valid` masks them out of
+anything computed across rows (partitioned normalisation's batch moments).
 """
 
 from __future__ import annotations
@@ -24,73 +35,160 @@ import jax.numpy as jnp
 from midpg_jax.models.layers import FeatureEmbedding, activation, scenario_counts
 from midpg_jax.errors import ConfigError
 
-ROUTINGS = ('ragged', 'onehot')
+SCENARIO_MATMULS = ('auto', 'tiled', 'ragged', 'onehot', 'masked')
 
 # Initialisers for stacked kernels (N, d_in, d_out): fan-in is d_in, not N * d_in.
 stacked_lecun = nn.initializers.lecun_normal(batch_axis=(0,))
 
 
+def check_path(method: str) -> str:
+  if method not in SCENARIO_MATMULS:
+    raise ConfigError(f'unknown model.scenario_matmul {method!r}; choose one of {SCENARIO_MATMULS}')
+  return method
+
+
+def resolve_path(method: str, batch_size, num_scenarios: int) -> str:
+  """The concrete path of `method`; 'auto' -> 'tiled' (see the module docstring for the numbers).
+
+  A symbolic batch size (shape-polymorphic export) cannot size tiles: 'auto' and 'tiled' fall back
+  to 'onehot', the same function with the same parameters.
+  """
+  check_path(method)
+  if not isinstance(batch_size, int) and method in ('auto', 'tiled'):
+    return 'onehot'
+  return 'tiled' if method == 'auto' else method
+
+
+def tile_rows(batch_size: int, num_scenarios: int) -> int:
+  """Rows per tile of the 'tiled' path: a power of two, ~sqrt(16 B) but small enough that the
+  padding (< S T rows, ~S T / 2 expected) stays under B / 4, in [8, 512].
+
+  Smaller tiles pad less but gather more weight copies (one (d_in, d_out) per tile); the sqrt
+  balance was measured with bench.py on CPU at S = 4 (where the cap leaves it, T = 256 at
+  B = 4096), the cap by S with benchmarks/scenario_paths.py.
+  """
+  t = 2 ** round(math.log2(math.sqrt(16 * max(batch_size, 1))))
+  cap = 2 ** int(math.log2(max(batch_size // (4 * max(num_scenarios, 1)), 1)))
+  return int(min(512, max(8, min(t, cap))))
+
+
+class TileLayout(NamedTuple):
+  """Scenario-sorted rows padded to whole tiles."""
+
+  rows: jax.Array  # (NT * T,) the batch row at each padded position (row 0 for padding)
+  position: jax.Array  # (B,) the padded position of each batch row
+  tile_scenario: jax.Array  # (NT,) the scenario of each tile (padding-only tiles: S - 1)
+  valid: jax.Array  # (NT * T,) bool, False at padding positions
+  tile: int  # T
+
+
+def tile_layout(scenario: jax.Array, num_scenarios: int, tile: int) -> TileLayout:
+  """Static-shape layout: NT = (B + S (T - 1)) // T tiles always hold every scenario's rows.
+
+  Sort-free (XLA's CPU sort is slow): a row's place within its scenario is a running count.
+  """
+  batch = scenario.shape[0]
+  num_tiles = (batch + num_scenarios * (tile - 1)) // tile
+  onehot = (scenario[:, None] == jnp.arange(num_scenarios)[None, :]).astype(jnp.int32)
+  running = jnp.cumsum(onehot, axis=0)  # (B, S)
+  counts = running[-1]
+  rank = jnp.sum(running * onehot, axis=1) - 1  # (B,) place of each row within its scenario
+  tiles = (counts + tile - 1) // tile
+  tile_end = jnp.cumsum(tiles)
+  padded_start = (tile_end - tiles) * tile  # first padded position of each scenario
+  position = (padded_start[scenario] + rank).astype(jnp.int32)
+  rows = jnp.zeros((num_tiles * tile,), jnp.int32).at[position].set(
+      jnp.arange(batch, dtype=jnp.int32))
+  valid = jnp.zeros((num_tiles * tile,), bool).at[position].set(True)
+  tile_scenario = jnp.minimum(jnp.searchsorted(tile_end, jnp.arange(num_tiles), side='right'),
+                              num_scenarios - 1).astype(jnp.int32)
+  return TileLayout(rows, position, tile_scenario, valid, tile)
+
+
 class Routing(NamedTuple):
-  """Which scenario each row of the (possibly reordered) batch belongs to."""
+  """Which scenario each row of the model's (possibly reordered, padded) batch belongs to."""
 
-  scenario: jax.Array  # (B,) int32, in the order the model computes in
-  counts: jax.Array  # (S,) rows per scenario
-  order: jax.Array | None  # the sort applied to the batch ('ragged'), None for 'onehot'
+  scenario: jax.Array  # (N,) int32, in the order the model computes in
+  counts: jax.Array  # (S,) rows per scenario (padding excluded)
+  layout: TileLayout | None  # 'tiled' / 'ragged'; None: batch order ('onehot', 'masked')
   num_scenarios: int
-  method: str
+  method: str  # the resolved path
 
-  def take(self, x: jax.Array) -> jax.Array:
-    """Rows of a batch-ordered array in the model's order."""
-    return x if self.order is None else x[self.order]
+  def take_batch(self, batch):
+    """The model inputs of `batch` in the model's row order (ids before the embedding lookup:
+    cheap to gather)."""
+    if self.layout is None:
+      return batch
+    rows = self.layout.rows
+    out = dict(batch)
+    for key in ('cat', 'dense', 'scenario'):
+      if key in batch:
+        out[key] = jnp.asarray(batch[key])[rows]
+    if 'multi' in batch:
+      out['multi'] = {k: jnp.asarray(v)[rows] for k, v in batch['multi'].items()}
+    return out
 
   def restore(self, y: jax.Array) -> jax.Array:
-    """A per-row result back in batch order."""
-    return y if self.order is None else jnp.zeros_like(y).at[self.order].set(y)
+    """A per-row result (N, ...) back in batch order (B, ...); padding rows dropped."""
+    return y if self.layout is None else y[self.layout.position]
+
+  def valid(self, dtype) -> jax.Array | None:
+    """(N,) 1 for real rows, 0 for padding; None when there is no padding."""
+    return None if self.method != 'tiled' else self.layout.valid.astype(dtype)
 
   def one_hot(self, dtype=jnp.float32) -> jax.Array:
-    return jax.nn.one_hot(self.scenario, self.num_scenarios, dtype=dtype)  # (B, S)
-
-
-def embed_and_route(model: nn.Module, batch) -> tuple[jax.Array, 'Routing']:
-  """The zoo models' common start, called inside their compact `__call__`: embeds the features
-  (submodule 'features') and routes the rows. Returns x (B, d_0) in the model's row order."""
-  x, _ = FeatureEmbedding(model.spec, model.embed_dim, name='features')(batch)
-  routing = make_routing(batch['scenario'], model.spec.num_scenarios, model.scenario_matmul)
-  return routing.take(x), routing
+    return jax.nn.one_hot(self.scenario, self.num_scenarios, dtype=dtype)  # (N, S)
 
 
 def make_routing(scenario: jax.Array, num_scenarios: int, method: str) -> Routing:
-  if method not in ROUTINGS:
-    raise ConfigError(f'unknown model.zoo_scenario_matmul {method!r}; choose one of {ROUTINGS}')
   scenario = jnp.asarray(scenario, jnp.int32)
-  order = None
-  if method == 'ragged':
-    order = jnp.argsort(scenario, stable=True)
-    scenario = scenario[order]
-  return Routing(scenario, scenario_counts(scenario, num_scenarios), order, num_scenarios,
-                 method)
+  path = resolve_path(method, scenario.shape[0], num_scenarios)
+  counts = scenario_counts(scenario, num_scenarios)
+  if path in ('onehot', 'masked'):
+    return Routing(scenario, counts, None, num_scenarios, path)
+  tile = tile_rows(scenario.shape[0], num_scenarios) if path == 'tiled' else 1
+  layout = tile_layout(scenario, num_scenarios, tile)
+  rows_scenario = jnp.repeat(layout.tile_scenario, tile)  # (NT * T,)
+  return Routing(rows_scenario, counts, layout, num_scenarios, path)
+
+
+def embed_and_route(model: nn.Module, batch) -> tuple[jax.Array, Routing]:
+  """The zoo models' common start, called inside their compact `__call__`: routes the rows and
+  embeds the features (submodule 'features') in the model's row order. Returns x (N, d_0)."""
+  routing = make_routing(batch['scenario'], model.spec.num_scenarios, model.scenario_matmul)
+  x, _ = FeatureEmbedding(model.spec, model.embed_dim, name='features')(routing.take_batch(batch))
+  return x, routing
 
 
 def scenario_matmul(h: jax.Array, w: jax.Array, routing: Routing) -> jax.Array:
-  """h (B, ..., d_in) times its row's scenario weight w (S, d_in, d_out) -> (B, ..., d_out)."""
+  """h (N, ..., d_in) times its row's scenario weight w (S, d_in, d_out) -> (N, ..., d_out)."""
   lead, d_in = h.shape[:-1], h.shape[-1]
   per_row = math.prod(lead[1:])  # extra positions per row (e.g. experts), kept contiguous
   flat = h.reshape(-1, d_in)
-  if routing.method == 'ragged':
+  if routing.method == 'tiled':
+    tile_scenario = routing.layout.tile_scenario
+    tiles = flat.reshape(tile_scenario.shape[0], -1, d_in)  # (NT, T * per_row, d_in)
+    # (NT, d_in, d_out) tile weights, NT << B. A one-hot matmul, a custom VJP with a per-tile
+    # loop or a sorted segment-sum for dW measured no faster on CPU than this gather.
+    out = jnp.einsum('nti,nio->nto', tiles, w[tile_scenario])
+  elif routing.method == 'ragged':
     out = jax.lax.ragged_dot(flat, w, (routing.counts * per_row).astype(jnp.int32))
-  else:
+  elif routing.method == 'masked':
+    scenario = jnp.repeat(routing.scenario, per_row)[:, None]  # (N, 1)
+    out = jnp.zeros((flat.shape[0], w.shape[-1]), jnp.result_type(flat, w))
+    for s in range(w.shape[0]):
+      out = jnp.where(scenario == s, flat @ w[s], out)
+  else:  # 'onehot'
     per_scenario = jnp.einsum('ni,sio->nso', flat, w)  # (N, S, d_out)
-    onehot = jnp.repeat(routing.one_hot(h.dtype), per_row, axis=0)  # (N, S)
+    onehot = jnp.repeat(routing.one_hot(per_scenario.dtype), per_row, axis=0)  # (N, S)
     out = jnp.einsum('nso,ns->no', per_scenario, onehot)
   return out.reshape(*lead, w.shape[-1])
 
 
 def per_row(table: jax.Array, routing: Routing, ndim: int) -> jax.Array:
-  """table (S, d) looked up per row and shaped to broadcast against a (B, ..., d) array."""
-  rows = table[routing.scenario]  # (B, d)
+  """table (S, d) looked up per row and shaped to broadcast against a (N, ..., d) array."""
+  rows = table[routing.scenario]  # (N, d)
   return rows.reshape(rows.shape[0], *([1] * (ndim - 2)), rows.shape[-1])
-
-
 def split_hidden(hidden: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
   """(bottom, top) of the shared widths: experts / shared layers use the bottom, towers the top.
 

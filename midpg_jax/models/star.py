@@ -52,8 +52,10 @@ class PartitionedNorm(nn.Module):
     s = routing.scenario
     if train:
       n = jnp.maximum(routing.counts, 1)[:, None].astype(x.dtype)
-      mean = jax.ops.segment_sum(x, s, num_scen) / n  # (S, d)
-      var = jax.ops.segment_sum(jnp.square(x - mean[s]), s, num_scen) / n
+      valid = routing.valid(x.dtype)  # padding rows of the 'tiled' path count for nothing
+      keep = (lambda v: v) if valid is None else (lambda v: v * valid[:, None])
+      mean = jax.ops.segment_sum(keep(x), s, num_scen) / n  # (S, d)
+      var = jax.ops.segment_sum(keep(jnp.square(x - mean[s])), s, num_scen) / n
       if not self.is_initializing():
         present = (routing.counts > 0)[:, None]
         m = self.momentum
@@ -93,7 +95,7 @@ class STAR(nn.Module):
   scenario_embed_dim: int = 16
   aux_hidden: Sequence[int] = (32,)
   pn_momentum: float = 0.9
-  scenario_matmul: str = 'ragged'
+  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):

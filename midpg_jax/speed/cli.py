@@ -52,7 +52,7 @@ def parse_args(argv=None):
                  'and torch.compile (with --suite gpu: the suite\'s models)')
   p.add_argument('--zoo-routings', default='',
                  help='for --models, also time the JAX models with these other '
-                 'model.zoo_scenario_matmul values (comma-separated; ratios stay for the config\'s)')
+                 'model.scenario_matmul values (comma-separated; ratios stay for the config\'s)')
   p.add_argument('--zoo-loops', default='subset',
                  help='the PyTorch references\' scenario loops for --models: subset, masked or '
                  'both (comma-separated)')

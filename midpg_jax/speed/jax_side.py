@@ -3,9 +3,7 @@
 Each contender builds once (`build`: model, optimizer, state; parameters shared by contenders of
 the same model shape), then per batch size `stage(batches)`, `warmup()`, and `train(k)` /
 `predict(k)`: k steps, synced. Mixed precision: a contender's dtype goes to the model as
-`model.dtype` when the model config has that key (bf16 compute, float32 master weights on the
-modules themselves); otherwise through `interceptor_bf16`, a Flax method interceptor that casts
-the parameters and every dense layer's input (to delete once every model has `model.dtype`).
+`model.dtype` (bf16 compute, float32 master weights and loss; midpg_jax/models/precision.py).
 """
 
 from __future__ import annotations
@@ -51,10 +49,8 @@ class JaxContender:
     self.config.model.update(model_overrides or {})
     self.config.train.update(train_overrides or {})
     self.dtype = dtype
-    # bf16 through the model's own dtype where it has one (see the module docstring).
-    self.dtype_on_model = 'dtype' in self.config.model
-    if self.dtype_on_model:
-      self.config.model.dtype = DTYPES[dtype]
+    # bf16 through the model's own compute dtype (float32 master weights, float32 loss).
+    self.config.model.dtype = DTYPES[dtype]
     # The trainer's policy (partitioning.py): donate the state on accelerators, not on CPU.
     self.donate = (jax.default_backend() != 'cpu') if donate is None else donate
     self.state = self.model = self.batches = self._compiled = None
@@ -79,8 +75,6 @@ class JaxContender:
     jax.block_until_ready(self.state)
     self.init_s = time.perf_counter() - t0
     model = self.model
-    if self.dtype == 'bf16' and not self.dtype_on_model:
-      model = InterceptorBf16(model)
     self.train_step = jax.jit(make_train_step(model, self.tx, self.mi_weight()),
                               donate_argnums=(0,) if self.donate else ())
     self.predict_step = jax.jit(make_predict_step(model))
@@ -118,34 +112,3 @@ class JaxContender:
     for j in range(k):
       out = self.predict_step(self.state, self.batches[j % len(self.batches)])
     jax.block_until_ready(out)
-
-
-# ---------------------------------------------------------------------------------------------
-# bf16 for models without `model.dtype`: delete once every model has it (issue 10, item 4).
-
-class InterceptorBf16:
-  """A model whose `apply` computes in bf16 with float32 master parameters: the parameters are
-  cast to bf16 and every dense layer's input too (a Flax method interceptor); the outputs come
-  back in float32, so the trainer's own train/predict steps and loss run unchanged."""
-
-  def __init__(self, model):
-    self.model, self.spec = model, getattr(model, 'spec', None)
-
-  def apply(self, variables, *args, **kwargs):
-    import flax.linen as nn
-    from midpg_jax.models.midpg import ModulatedDense
-
-    def interceptor(next_fun, args, kwargs, context):
-      if context.method_name == '__call__' and isinstance(context.module,
-                                                          (nn.Dense, ModulatedDense)):
-        args = (args[0].astype(jnp.bfloat16),) + tuple(args[1:])
-      return next_fun(*args, **kwargs)
-
-    def cast(tree, dtype):
-      return jax.tree_util.tree_map(
-          lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
-
-    variables = {**variables, 'params': cast(variables['params'], jnp.bfloat16)}
-    with nn.intercept_methods(interceptor):
-      out = self.model.apply(variables, *args, **kwargs)
-    return cast(out, jnp.float32)

@@ -36,14 +36,13 @@ def make_model_contenders(args, config, models: list[str], dtype: str) -> list:
     if name not in torch_models():
       raise SystemExit(f'--models: no PyTorch reference for {name!r}; choose from '
                        f'{torch_models()}')
-    key = 'scenario_matmul' if name == 'midpg' else 'zoo_scenario_matmul'
+    key = 'scenario_matmul'
     routing = config.model[key]
     cs.append(JaxContender(f'{name}/jax', config, {'name': name}, dtype=dtype,
                            label=f'JAX {name} ({routing})'))
     for other in [r for r in args.zoo_routings.split(',') if r and r != routing]:
-      if name != 'midpg':
-        cs.append(JaxContender(f'{name}/jax_{other}', config, {'name': name, key: other},
-                               dtype=dtype, label=f'JAX {name} ({other})'))
+      cs.append(JaxContender(f'{name}/jax_{other}', config, {'name': name, key: other},
+                             dtype=dtype, label=f'JAX {name} ({other})'))
     for compiled in ([False] if args.no_compile else [False, True]):
       kind = 'torch_compile' if compiled else 'torch_eager'
       title = 'torch.compile' if compiled else 'PyTorch eager'
