@@ -2,6 +2,7 @@
 keyed on the run's config, early errors, tables and plots."""
 
 import csv
+import json
 import math
 import os
 
@@ -33,6 +34,7 @@ def tiny_compare(tmp_path, **kw):
   b.learning_curve.sizes = (2_048, 4_096)
   b.learning_curve.models = ('logistic',)
   b.output_dir = str(tmp_path)
+  b.compilation_cache_dir = ''  # JAX's config is process-wide: the other tests compile as usual
   for k, v in kw.items():
     b[k] = v
   return b
@@ -105,6 +107,34 @@ def test_changed_config_is_trained_again_not_read_back(tmp_path):
   assert [float(r['learning_rate']) for r in rows] == [3e-3]
   assert len(_csv(tmp_path / 'runs.csv')) == 2
   assert second['markdown'] != first['markdown']
+
+
+def test_data_is_loaded_once_per_comparison(tmp_path, monkeypatch):
+  # The trainer and the test scoring of every run each ask for the dataset: without the memo
+  # this comparison generates it 1 + 2 runs x 2 times.
+  from midpg_jax import build
+  calls = []
+  load = build.load_dataset
+  counting = lambda cfg: calls.append(1) or load(cfg)
+  monkeypatch.setattr(build, 'load_dataset', counting)
+  b = tiny_compare(tmp_path, models=('logistic',), seeds=(0, 1), grid=None, bootstrap=None,
+                   heterogeneity_sweep=(), learning_curve=None)
+  assert compare.run(b)['trained'] == 2
+  assert len(calls) == 1
+  assert build.load_dataset is counting  # the memo is undone after the comparison
+
+
+def test_rows_carry_the_diagnostics_of_the_best_evaluation(tmp_path):
+  log = [{'step': 10, 'split': 'validation', 'train/diversity_l0': 0.1, 'train/mi_bound': 1.0},
+         {'step': 20, 'split': 'validation', 'train/diversity_l0': 0.3, 'train/mi_bound': 1.2,
+          'train/loss': 0.5, 'overall/auc': 0.7},
+         {'step': 20, 'split': 'best/test', 'train/diversity_l0': 9.0}]
+  with open(tmp_path / 'metrics.jsonl', 'w') as f:
+    f.write('\n'.join(json.dumps(r) for r in log) + '\n')
+  assert compare._diagnostics_at(str(tmp_path), 20) == {'train/diversity_l0': 0.3,
+                                                        'train/mi_bound': 1.2}
+  rows = [{'model': 'midpg', 'train/diversity_l0': '0.3'}, {'model': 'mmoe', 'train/loss': ''}]
+  assert compare._diag_keys(rows) == ['train/diversity_l0']
 
 
 def test_curve_sizes_share_validation_and_test_rows(tmp_path):

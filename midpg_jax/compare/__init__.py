@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import itertools
+import json
 import os
 import time
 
@@ -99,13 +100,14 @@ class _Runner:
       summary = trainer.train_and_evaluate(cfg, workdir)
       test, probs, _, _ = evaluation.evaluate_checkpoint(cfg, workdir, 'test')
     np.save(os.path.join(workdir, 'test_predictions.npy'), probs.astype(np.float32))
+    diagnostics = _diagnostics_at(workdir, summary['best_step'])
     row = {'fingerprint': fp, 'model': name, 'seed': int(cfg.seed),
            'learning_rate': float(cfg.train.learning_rate),
            'weight_decay': float(cfg.train.weight_decay), **info,
            'params': summary['params'], 'best_step': summary['best_step'],
            'steps': summary['steps'], 'train_examples_per_s': summary['train_examples_per_s'],
            'wall_s': round(time.perf_counter() - started, 1),
-           'val/auc': summary['validation']['overall']['auc'], 'workdir': workdir}
+           'val/auc': summary['validation']['overall']['auc'], **diagnostics, 'workdir': workdir}
     for group in ['overall', *self.scenario_names]:
       for k in _METRICS:
         row[f'{group}/{k}'] = test.get(group, {}).get(k, float('nan'))
@@ -116,6 +118,51 @@ class _Runner:
           f': val AUC {row["val/auc"]:.4f}, test AUC {row["overall/auc"]:.4f} '
           f'({row["wall_s"]:.0f} s)', flush=True)
     return self.store.get(fp)
+
+
+def _diagnostics_at(workdir: str, step: int) -> dict:
+  """The model's logged diagnostics (MI-DPG: train/mi_bound, train/diversity_l<l>) at the
+  validation evaluation of `step` (the best checkpoint's), from the run's metrics.jsonl."""
+  out = {}
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    for line in f:
+      row = json.loads(line)
+      if row.get('split') == 'validation' and row.get('step') == step:
+        out = {k: v for k, v in row.items()
+               if k.startswith(('train/diversity_l', 'train/mi_bound'))}
+  return out
+
+
+@contextlib.contextmanager
+def _dataset_memo():
+  """Within it, every run of the comparison builds on one generated or loaded copy per data
+  config instead of generating the data again (the trainer and the test scoring each load it):
+  the loaders are deterministic in their config, so no number changes."""
+  from midpg_jax import build
+  load, cache = build.load_dataset, {}
+
+  def memo_load(data_cfg):
+    key = json.dumps(data_cfg.to_dict(), sort_keys=True, default=str)
+    if key not in cache:
+      cache[key] = load(data_cfg)
+    return cache[key]
+
+  build.load_dataset = memo_load
+  try:
+    yield memo_load
+  finally:
+    build.load_dataset = load
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """JAX's persistent compilation cache in `directory`, for every compile (min time 0): the runs
+  of a comparison that compile the same program (another seed, the final test scoring of the
+  same model) read it back instead of compiling again. Changes no number."""
+  import jax
+  os.makedirs(directory, exist_ok=True)
+  jax.config.update('jax_compilation_cache_dir', directory)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', -1)
 
 
 def _write_csv(path, rows) -> None:
@@ -129,9 +176,15 @@ def _write_csv(path, rows) -> None:
 def run(cmp_cfg) -> dict:
   """Runs the comparison `cmp_cfg` (configs/bench/*.py); returns {'summary', 'rows', 'markdown',
   'chosen', 'bootstrap'}."""
-  from midpg_jax.data import load_dataset
   out_dir = str(cmp_cfg.output_dir)
-  dataset = load_dataset(cmp_cfg.base.data)
+  cache_dir = cmp_cfg.get('compilation_cache_dir', None)
+  if cache_dir:
+    enable_compilation_cache(str(cache_dir))
+  with _dataset_memo() as load_dataset:
+    return _run(cmp_cfg, out_dir, load_dataset(cmp_cfg.base.data))
+
+
+def _run(cmp_cfg, out_dir, dataset) -> dict:
   scenario_names = list(dataset.spec.scenario_names)
   _check(cmp_cfg, dataset.spec)
   os.makedirs(out_dir, exist_ok=True)
@@ -185,7 +238,7 @@ def run(cmp_cfg) -> dict:
 
   summary = report.summarise(rows, [f'{g}/{k}' for g in ['overall', *scenario_names]
                                     for k in _METRICS] + ['params', 'train_examples_per_s',
-                                                          'val/auc', 'wall_s'])
+                                                          'val/auc', 'wall_s'] + _diag_keys(rows))
   colors = report.model_colors(names)
   boot = _bootstrap(cmp_cfg, rows, dataset.splits['test']['label']) if rows else {}
   markdown = _markdown(cmp_cfg, summary, scenario_names, has_oracle, chosen, tuning_rows, boot,
@@ -214,6 +267,12 @@ def run(cmp_cfg) -> dict:
                                    log_x=True), os.path.join(out_dir, 'learning_curve.png'))
   return {'summary': summary, 'rows': rows, 'markdown': markdown, 'chosen': chosen,
           'bootstrap': boot, 'trained': runner.trained}
+
+
+def _diag_keys(rows) -> list[str]:
+  """The diagnostics columns the runs carry (MI-DPG's per-layer diversity, MI bound), sorted."""
+  return sorted({k for r in rows for k, v in r.items()
+                 if k.startswith('train/') and v not in ('', None)})
 
 
 def _strongest(rows, reference, k) -> list[str]:
@@ -245,6 +304,12 @@ def _markdown(cmp_cfg, summary, scenario_names, has_oracle, chosen, tuning_rows,
     md += ['', report.markdown_table(summary, overall, 'Overall'), '',
            report.markdown_table(summary, [f'{s}/auc' for s in scenario_names],
                                  'Per-scenario test AUC')]
+  diag = sorted({k for s in summary.values() for k in s if k.startswith('train/')})
+  if diag:
+    with_diag = {m: s for m, s in summary.items()
+                 if any(np.isfinite(s.get(k, (np.nan,))[0]) for k in diag)}
+    md += ['', report.markdown_table(with_diag, diag, 'At the best checkpoint: MI bound and '
+                                     'per-layer diversity of the weighting matrices (train)')]
   if has_oracle and summary:
     oracle = next(iter(summary.values()))['overall/oracle_auc'][0]
     md += ['', f'Oracle test AUC (true probabilities): {oracle:.4f}.']
