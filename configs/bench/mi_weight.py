@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
   kept = ('midpg_no_mi',)
   variants = {k: v for k, v in b.variants.items() if k in kept}
   for name, weight in (('midpg_mi_0p1', 0.1), ('midpg_mi_1', 1.0)):
-    variants[name] = (('model.name', 'midpg'), ('model.mi_weight', weight))
+    variants[name] = (('model.name', 'midpg'), ('model.midpg.mi_weight', weight))
   b.variants = ml_collections.ConfigDict(variants)
   b.seeds = (0, 1)
   return b
