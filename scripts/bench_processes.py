@@ -7,6 +7,12 @@ Each process memory-maps the prepared training split itself and runs `pipeline.t
 its `process_index` (what a multi-host run does: no process reads another's rows), without JAX.
 The first process of the same count does the whole global batches alone, for comparison. The
 check: the label sums and row counts of the shares add up to those of the global batches.
+
+"Resident" pages of the prepared files are what the kernel mapped into the process, not the bytes
+it read: on this machine (20M rows) 10 batches of 4096 rows leave 1.0 GB of the 1.76 GB cat.npy
+mapped (the kernel maps large page-cache folios around each row touched; madvise(MADV_RANDOM)
+changed nothing), so a half share maps about as many pages as a whole batch. The page cache is
+shared, so processes on one host do not hold the data twice.
 """
 
 import argparse
