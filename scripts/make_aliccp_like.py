@@ -4,8 +4,11 @@
 
 ali_ccp_train.csv gets --train_rows rows, ali_ccp_val.csv and ali_ccp_test.csv a tenth each.
 Zipf-distributed ids (capped per field), 20 % clicks, 5 % of clicks purchase, scenario 301 in
-{1, 2, 3} (60/30/10 %), 8 dense columns in [0, 1) with 4 decimals. For measuring preparation and
-the input pipeline at scale: the labels are noise, so there is nothing to learn.
+{1, 2, 3} (60/30/10 %), 8 dense columns in [0, 1) with 4 decimals. The labels follow a fixed
+hidden model (the same for every file and seed) so that a learning curve has something to learn:
+the click logit sums per-id effects of fields 205 (user) and 206 (item); the purchase logit, given a
+click, sums an item effect, a per-scenario effect of field 207 (so the scenarios differ) and the
+dense column D109_14. Ids are Zipf-distributed, so rare ids' effects take many rows to learn.
 """
 
 import argparse
@@ -24,14 +27,31 @@ ID_CAPS = dict(zip(aliccp.SPARSE_COLUMNS, (2, 9, 3, 8, 8, 3, 3, 3, 3, 400_000, 1
                                            60_000, 10_000, 800, 100, 1000, 500, 20, 20, 20, 20)))
 
 
+# The hidden model: one effect per id (index = id, ids are 1..cap), drawn once from a fixed seed so
+# that the training, validation and test files share it.
+_HIDDEN = np.random.default_rng(20_260_101)
+USER_EFFECT = _HIDDEN.normal(0, 0.8, ID_CAPS['205'] + 1)
+ITEM_CLICK_EFFECT = _HIDDEN.normal(0, 0.8, ID_CAPS['206'] + 1)
+ITEM_PURCHASE_EFFECT = _HIDDEN.normal(0, 0.8, ID_CAPS['206'] + 1)
+SCENARIO_207_EFFECT = _HIDDEN.normal(0, 0.8, (4, ID_CAPS['207'] + 1))  # [scenario 0..3, id]
+
+
+def _bernoulli(rng: np.random.Generator, logit: np.ndarray) -> np.ndarray:
+  return (rng.random(len(logit)) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+
+
 def random_rows(rng: np.random.Generator, n: int) -> pa.Table:
-  click = (rng.random(n) < 0.2).astype(np.int64)
-  cols = {'click': click, 'purchase': click * (rng.random(n) < 0.05),
-          '301': 1 + np.searchsorted([0.6, 0.9], rng.random(n))}
+  cols = {'301': 1 + np.searchsorted([0.6, 0.9], rng.random(n))}
   # Zipf(1.3) by inverse transform of its continuous (Pareto) tail: ~10x faster than rng.zipf.
   cols.update({c: np.minimum(rng.random(n) ** (-1 / 0.3), cap).astype(np.int64)
                for c, cap in ID_CAPS.items()})
   cols.update({c: rng.random(n).round(4) for c in aliccp.DENSE_COLUMNS})
+  # ~20 % clicks, ~5 % of clicks purchase (the offsets), as in the release.
+  click = _bernoulli(rng, -1.6 + USER_EFFECT[cols['205']] + ITEM_CLICK_EFFECT[cols['206']])
+  purchase_logit = (-3.3 + ITEM_PURCHASE_EFFECT[cols['206']]
+                    + SCENARIO_207_EFFECT[cols['301'], cols['207']]
+                    + 2.0 * (cols['D109_14'] - 0.5))
+  cols.update({'click': click, 'purchase': click * _bernoulli(rng, purchase_logit)})
   return pa.table({c: cols[c] for c in HEADER})
 
 

@@ -1,7 +1,7 @@
 """Where one comparison run's wall time goes (data, build, compile, train steps, evaluations,
 checkpoints, the final test scoring), for a few models at the synthetic bench's base config.
 
-  PYTHONPATH=$PWD python scripts/profile_compare_run.py --models midpg,mmoe [--cache DIR]
+  python -m scripts.profile_compare_run --models midpg,mmoe [--cache DIR]
 
 Wraps the trainer's pieces with timers (nothing about the computation changes) and prints one
 line per model. --cache turns on JAX's persistent compilation cache in DIR (as the comparison

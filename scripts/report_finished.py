@@ -1,7 +1,7 @@
 """The tables of a comparison from the runs that finished, training nothing: for a comparison cut
 short (or trained in parts by separate processes, each with its own runs.csv).
 
-  python scripts/report_finished.py configs.bench.ablation runs/report_ablation \
+  python -m scripts.report_finished configs.bench.ablation runs/report_ablation \
       runs/compare_ablation runs/compare_ablation_extra [--seeds 0,1]
 
 Merges the source folders' runs.csv into the output folder's (runs are keyed by their config's

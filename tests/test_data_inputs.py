@@ -197,3 +197,29 @@ def test_id_counts_switch_from_a_dense_range_to_hashing():
   np.testing.assert_array_equal(lookup(np.array([10**12, 4, -3])), [5, 0, 1])
   narrow = encode.IdLookup(np.array([3, 9]))
   np.testing.assert_array_equal(narrow(np.array([9, 3, 4, -1, 100])), [2, 1, 0, 0, 0])
+
+
+def test_id_lookup_by_table_with_and_without_ids_outside_the_vocabulary():
+  # Vocabulary starting at 0 (looked up without shifting) and one starting below 0.
+  from_zero = encode.IdLookup(np.array([0, 2, 5]))
+  np.testing.assert_array_equal(from_zero(np.array([5, 0, 2])), [3, 1, 2])  # all in range
+  np.testing.assert_array_equal(from_zero(np.array([5, 1, -1, 6, 0])), [3, 0, 0, 0, 1])
+  negative = encode.IdLookup(np.array([-4, 7]))
+  np.testing.assert_array_equal(negative(np.array([7, -4, -5, 8, 0])), [2, 1, 0, 0, 0])
+  assert from_zero(np.zeros(0, np.int64)).shape == (0,)
+
+
+def test_a_chunk_of_one_split_is_split_without_copying():
+  from midpg_jax.data import sources
+  cols = {'a': encode.pa.array([1, 2, 3, 4])}
+  lines = np.arange(2, 6)
+  one = sources.Chunk(cols, 'f.csv', lines, np.array([1, 1, 1, 1], np.int8))
+  [(split, part)] = list(one.by_split())
+  assert split == 'validation' and part is one  # the spill's chunks: no copy of every column
+  mixed = sources.Chunk(cols, 'f.csv', lines, np.array([0, 2, 0, 2], np.int8))
+  parts = dict(mixed.by_split())
+  assert sorted(parts) == ['test', 'train']
+  assert parts['test'].columns['a'].to_pylist() == [2, 4] and parts['test'].lines.tolist() == [3, 5]
+  empty = sources.Chunk({'a': encode.pa.array([], encode.pa.int64())}, 'f.csv',
+                        np.zeros(0, np.int64), np.zeros(0, np.int8))
+  assert list(empty.by_split()) == []

@@ -1,4 +1,4 @@
-"""What the MI term's weight does: MI-DPG at lambda (model.mi_weight) 0, 0.01 (the default), 0.1
+"""What the MI term's weight does: MI-DPG at lambda (model.midpg.mi_weight) 0, 0.01 (the default), 0.1
 and 1.0, 2 seeds, AUC and the per-layer diversity of the weighting matrices.
 
   python -m midpg_jax.compare --config configs/bench/mi_weight.py

@@ -51,6 +51,9 @@ class Chunk:
     if isinstance(self.split, str):
       yield self.split, self
       return
+    if len(self) and (self.split == self.split[0]).all():  # most chunks: one split, no copy
+      yield SPLITS[int(self.split[0])], self
+      return
     for i, name in enumerate(SPLITS):
       mask = self.split == i
       if mask.any():
