@@ -197,7 +197,7 @@ def test_auto_leaves_cluster_detection_to_jax(tmp_path):
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     port = s.getsockname()[1]
-  env = dict(_env(1, str(tmp_path)), PORT=str(port))
+  env = dict(_env(1), PORT=str(port))
   proc = subprocess.run([sys.executable, '-c', _AUTO_SCRIPT], env=env, capture_output=True,
                         text=True, timeout=TIMEOUT_S)
   _check(proc, 'the auto-detection script')

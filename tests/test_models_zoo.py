@@ -288,9 +288,17 @@ def test_hmoe_task_constrained_backprop(data, fitted):
   assert (mix[:, 1:] > 0).all()  # other scenarios' scores take part in the prediction
 
 
+def _row_order_model(name, ds):
+  """The model on the 'onehot' path: same parameters as the default 'tiled' one (tests/
+  test_scenario_ops.py), but intermediates keep the batch's row order and size (no tiles), which
+  the per-row checks below read."""
+  return build_model(zoo_config(name, scenario_matmul='onehot').model, ds.spec)
+
+
 def test_star_partitioned_norm_keeps_statistics_per_scenario(data, fitted):
-  _, _, val, _ = data
-  model, state, _, _ = fitted('star')
+  ds, _, val, _ = data
+  _, state, _, _ = fitted('star')
+  model = _row_order_model('star', ds)
   stats = state.model_state['batch_stats']['partitioned_norm']
   mean, var = np.asarray(stats['mean']), np.asarray(stats['var'])
   assert mean.shape == var.shape == (4, mean.shape[1])
@@ -307,7 +315,7 @@ def test_star_partitioned_norm_keeps_statistics_per_scenario(data, fitted):
   variables = _variables(state)
   normed = _capture(model, variables, [rows], 'partitioned_norm', train=True)[0][0]
   normed_alone = _capture(model, variables, [alone], 'partitioned_norm', train=True)[0][0]
-  np.testing.assert_allclose(normed[:zero.sum()], normed_alone, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(normed[zero], normed_alone, rtol=1e-4, atol=1e-4)
   # The star kernels: W_s ⊙ W with W_s trained away from its initial 1.
   assert np.abs(np.asarray(state.params['star_0']['scenario_kernel']) - 1).max() > 1e-3
 
@@ -401,8 +409,9 @@ def test_apg_conditions_and_low_rank_weights(data, fitted):
 
 
 def test_hamur_hypernetwork_is_instance_wise_and_adapters_domain_specific(data, fitted):
-  _, _, val, _ = data
-  model, state, _, _ = fitted('hamur')
+  ds, _, val, _ = data
+  _, state, _, _ = fitted('hamur')
+  model = _row_order_model('hamur', ds)
   rows = jax.tree.map(lambda a: a[:128], val)
   scen = np.asarray(rows['scenario'])
   cores = _capture(model, _variables(state), [rows], 'hyper_out')[0][0]  # (B, K*K)

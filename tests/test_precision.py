@@ -12,7 +12,7 @@ import pytest
 from conftest import small_config
 from midpg_jax import metrics
 from midpg_jax.data import load_dataset, pipeline
-from midpg_jax.models import build_model
+from midpg_jax.models import build_model, mi_weight
 from midpg_jax.train_state import (create_train_state, make_optimizer, make_train_step,
                                    model_inputs)
 
@@ -48,7 +48,7 @@ def _fit(name, dtype, ds, stacked, val):
 
   def run(stacked, val, key):
     state = create_train_state(model, tx, jax.tree.map(lambda a: a[0], stacked), key)
-    state, step_metrics = jax.lax.scan(make_train_step(model, tx, float(c.model.mi_weight)),
+    state, step_metrics = jax.lax.scan(make_train_step(model, tx, mi_weight(c.model)),
                                        state, stacked)
     out = model.apply({'params': state.params, **state.model_state}, val)
     return state, step_metrics['loss'], out['logits']

@@ -127,8 +127,10 @@ def test_logits_loss_gradients_statistics_and_adam_steps_match(data, name):
   for want_loss in adam_losses:
     assert float(tm.train_step(tmodel, opt, tbatch, 0.0)) == pytest.approx(float(want_loss),
                                                                            rel=1e-5)
-  # After two Adam steps (lr 1e-3) parameters agree to well below one step's size.
-  _assert_trees_close(tz.params_as_jax_tree(tmodel), adam_state.params, rtol=1e-5, atol=1e-6)
+  # After two Adam steps (lr 1e-3) parameters agree to well below one step's size: within 0.5 %
+  # of a step (5e-6). Adam divides by sqrt(v), so an entry whose gradient is near 0 turns float32
+  # summation-order noise (the tiled path sums in another order than torch) into a few 1e-6.
+  _assert_trees_close(tz.params_as_jax_tree(tmodel), adam_state.params, rtol=1e-5, atol=5e-6)
   _assert_trees_close(tz.state_as_jax_tree(tmodel), adam_state.model_state)
 
 
