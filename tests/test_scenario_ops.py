@@ -66,7 +66,7 @@ def test_every_path_gives_the_same_outputs_and_gradients(data, name):
   models = {p: build_model(_config(c, name, p), ds.spec) for p in paths}
   variables = _perturbed(jax.jit(models['onehot'].init)(jax.random.key(0), batch))
   want = _outputs_and_grads(models['onehot'], variables, batch)
-  for path in paths[:-1]:
+  for path in [p for p in paths if p != 'onehot']:  # onehot is the reference
     got = _outputs_and_grads(models[path], variables, batch)
     # float32 sums in another order: the tolerance is relative to the largest entry of the
     # output (logits / state / gradients), since some gradients are exactly 0 in exact arithmetic
