@@ -37,14 +37,6 @@ def matmul_rate(n: int, reps: int, dtype: str = 'f32') -> dict:
           for k, v in times.items()} | {'n': n, 'dtype': dtype}
 
 
-def _model_value(m, key: str):
-  """A model hyper-parameter from its per-model block (config.model.midpg.rank) or flat."""
-  block = m.get(m.name) if hasattr(m, 'get') else None
-  if block is not None and hasattr(block, 'get') and block.get(key) is not None:
-    return block.get(key)
-  return m.get(key)
-
-
 def analytic_flops(config, spec) -> dict:
   """FLOPs per example from the layer shapes: matmuls only (2 per multiply-add).
 
@@ -56,7 +48,7 @@ def analytic_flops(config, spec) -> dict:
   d0 = (len(spec.cat_names) + len(spec.multi_names)) * int(m.embed_dim) + spec.num_dense
   dims = [d0, *[int(w) for w in m.hidden]]
   fwd = sum(2 * a * b for a, b in zip(dims[:-1], dims[1:])) + 2 * dims[-1]
-  S, r, rs = spec.num_scenarios, int(_model_value(m, 'rank')), int(_model_value(m, 'specific_rank'))
+  S, r, rs = spec.num_scenarios, int(m.midpg.rank), int(m.midpg.specific_rank)
   per_step = sum(S * (2 * a * r * r + 2 * a * (r + rs) * b + 2 * a * b)
                  for a, b in zip(dims[:-1], dims[1:]))
   return {'forward_per_example': fwd, 'train_per_example': 3 * fwd,

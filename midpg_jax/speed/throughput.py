@@ -12,7 +12,7 @@ import time
 from midpg_jax.speed import flops as flops_lib
 from midpg_jax.speed import machine, report
 from midpg_jax.speed.jax_side import JaxContender, make_data
-from midpg_jax.speed.timing import alternate, examples_per_s, stats
+from midpg_jax.speed.timing import alternate, build_once, examples_per_s, stats
 from midpg_jax.speed.torch_side import TorchContender
 
 PRIMARY = ('jax', 'jax_backbone', 'torch_eager', 'torch_compile')  # inference + memory measured
@@ -52,10 +52,7 @@ def run_throughput(args, config, contenders, results):
     print(f'\n== batch {bs}', flush=True)
     ds, host = make_data(config, bs)
     for c in contenders:
-      if c.model is None:
-        t0 = time.perf_counter()
-        c.build(ds.spec, host[0])
-        print(f'  built {c.name} ({time.perf_counter() - t0:.1f}s)', flush=True)
+      build_once(c, ds.spec, host[0])
     results['flops']['analytic'] = flops_lib.analytic_flops(config, ds.spec)
     for c in contenders:
       c.stage(host)

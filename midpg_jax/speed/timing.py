@@ -8,6 +8,17 @@ import time
 import numpy as np
 
 
+def build_once(contender, spec, sample_batch) -> bool:
+  """Builds `contender` unless built (contenders persist across batch sizes); True if it built
+  it now."""
+  if contender.model is not None:
+    return False
+  t0 = time.perf_counter()
+  contender.build(spec, sample_batch)
+  print(f'  built {contender.name} ({time.perf_counter() - t0:.1f}s)', flush=True)
+  return True
+
+
 def stats(times_s: list[float]) -> dict:
   """Milliseconds: median, p25, p75, min, max over the repetitions."""
   a = np.asarray(times_s) * 1e3

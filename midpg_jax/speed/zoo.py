@@ -8,14 +8,12 @@ Used by `--models star,mmoe,...` and, per dtype, by the GPU suite (gpu_suite.py)
 
 from __future__ import annotations
 
-import time
-
 import jax
 import numpy as np
 
 from midpg_jax.speed import machine, report
 from midpg_jax.speed.jax_side import JaxContender, make_data
-from midpg_jax.speed.timing import alternate, examples_per_s, stats
+from midpg_jax.speed.timing import alternate, build_once, examples_per_s, stats
 from midpg_jax.speed.torch_side import TorchContender, ZooTorchContender, require_torch
 
 
@@ -95,12 +93,9 @@ def run_models(args, config, results, models: list[str], dtype: str, key: str = 
     print(f'\n== {key}, {dtype}, batch {bs}', flush=True)
     ds, host = make_data(config, bs)
     for c in contenders:
-      if c.model is None:
-        t0 = time.perf_counter()
-        c.build(ds.spec, host[0])
-        print(f'  built {c.name} ({time.perf_counter() - t0:.1f}s)', flush=True)
-        if c.framework == 'torch' and not c.name.startswith('midpg/'):
-          _check_same_parameters(c, contenders)
+      if (build_once(c, ds.spec, host[0]) and c.framework == 'torch'
+          and not c.name.startswith('midpg/')):
+        _check_same_parameters(c, contenders)
       c.stage(host)
       w = c.warmup()
       print(f'  warm-up {c.name}: {w:.1f}s (incl. compilation)', flush=True)
