@@ -58,8 +58,7 @@ def restore_variables(config, spec: FeatureSpec, workdir: str, kind: str = 'best
   `params` and `model_state` only).
   """
   model = build_model(config.model, spec)
-  # The optimizer's state has the same structure whatever the schedule length, and the
-  # checkpoint holds it, so the restore target needs it.
+  # The optimizer only shapes the state's type; its saved state is read as it is and dropped.
   tx = make_optimizer(config.train, total_steps=1)
   sample = example_columns(spec, 2)
   shapes = jax.eval_shape(lambda: create_train_state(model, tx, sample,
@@ -72,10 +71,10 @@ def restore_variables(config, spec: FeatureSpec, workdir: str, kind: str = 'best
                           f' train first (python train.py --config ... --workdir {workdir})')
   checkpointer = Checkpointer(workdir, create=False)
   try:
-    state, _ = checkpointer.restore(kind, target)
+    state, _ = checkpointer.restore(kind, target, weights_only=True)
   finally:
     checkpointer.close()
-  return model, state.replace(opt_state=None)
+  return model, state
 
 
 def _read_jsonl(path: str) -> list[dict]:

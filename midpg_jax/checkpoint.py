@@ -56,11 +56,15 @@ class Checkpointer:
         step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                       meta=ocp.args.JsonSave(meta)), force=True)
 
-  def restore(self, kind: str, abstract_state: Any) -> tuple[Any, dict]:
+  def restore(self, kind: str, abstract_state: Any,
+              weights_only: bool = False) -> tuple[Any, dict]:
     """Restores onto the structure and shardings of `abstract_state`.
 
     `abstract_state` is a state of jax.Arrays (its shardings are the targets) or of
     jax.ShapeDtypeStructs carrying `sharding` (e.g. `Partitioner.abstract_state`).
+    `weights_only=True` (evaluation, prediction, export) returns the state with `opt_state=None`
+    and accepts any saved optimizer state: a run stays readable whatever optimizer layout trained
+    it (e.g. one saved before the learning rate moved into the optimizer state).
     """
     step = self.latest_step(kind)
     path = os.path.join(self.directory, kind)
@@ -69,16 +73,37 @@ class Checkpointer:
                             f'(python train.py --config ... --workdir {os.path.dirname(self.directory)})')
     target = jax.tree_util.tree_map(_restore_target, abstract_state)
     try:
-      restored = self._managers[kind].restore(
-          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
-                                        meta=ocp.args.JsonRestore()))
+      try:
+        restored = self._read(kind, step, target)
+      except Exception:
+        if not weights_only:
+          raise
+        # Another optimizer layout: read the optimizer state as saved (replicated), then drop it.
+        restored = self._read(kind, step, target.replace(
+            opt_state=self._saved_opt_state(path, step, target.step.sharding)))
     except Exception as e:  # orbax raises many types for unreadable or mismatched data
       # One line: orbax's message can be a many-line tree diff (kept as the __cause__).
       first = next((l.strip() for l in str(e).splitlines() if l.strip()), '')
       raise CheckpointError(
           f'the {kind} checkpoint at {path}/{step} could not be restored: it is corrupt or was '
           f'written by a different model/config ({type(e).__name__}: {first[:200]})') from e
-    return restored['state'], dict(restored['meta'])
+    state = restored['state']
+    return (state.replace(opt_state=None) if weights_only else state), dict(restored['meta'])
+
+  def _read(self, kind: str, step: int, target: Any) -> dict:
+    return self._managers[kind].restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                                      meta=ocp.args.JsonRestore()))
+
+  @staticmethod
+  def _saved_opt_state(path: str, step: int, sharding) -> Any:
+    """The restore target of the optimizer state as saved (shapes and dtypes from the checkpoint's
+    metadata), on `sharding` (the step counter's: replicated); read, then dropped."""
+    tree = ocp.StandardCheckpointer().metadata(
+        os.path.join(path, str(step), 'state')).item_metadata.tree
+    return jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding),
+        tree.get('opt_state'), is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
 
   def wait(self) -> None:
     for manager in self._managers.values():

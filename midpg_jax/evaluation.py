@@ -109,7 +109,7 @@ def evaluate_checkpoint(config, workdir: str, split: str = 'test', kind: str = '
   checkpointer = Checkpointer(workdir, create=False)
   try:
     step = checkpointer.latest_step(kind)
-    state, meta = checkpointer.restore(kind, state)
+    state, meta = checkpointer.restore(kind, state, weights_only=True)
   finally:
     checkpointer.close()
   meta['checkpoint_step'] = step

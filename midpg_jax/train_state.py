@@ -62,45 +62,70 @@ SCHEDULES = ('constant', 'cosine', 'linear')
 OPTIMIZERS = ('adam', 'adagrad', 'sgd')
 
 
-def learning_rate_schedule(train_cfg, total_steps: int) -> optax.Schedule:
-  """Warm-up (linear from 0, if `warmup_steps`), then constant, cosine or linear decay to 0."""
-  lr = float(train_cfg.learning_rate)
-  if lr <= 0:
-    raise ConfigError(f'train.learning_rate must be positive, got {lr}')
+def schedule_shape(train_cfg, total_steps: int) -> optax.Schedule:
+  """The learning rate's shape over the steps, peak 1: warm-up (linear from 0, if
+  `warmup_steps`), then constant, cosine or linear decay to 0."""
   warmup = int(train_cfg.warmup_steps)
   decay_steps = max(total_steps - warmup, 1)
   if train_cfg.schedule == 'constant':
-    after = optax.constant_schedule(lr)
+    after = optax.constant_schedule(1.0)
   elif train_cfg.schedule == 'cosine':
-    after = optax.cosine_decay_schedule(lr, decay_steps)
+    after = optax.cosine_decay_schedule(1.0, decay_steps)
   elif train_cfg.schedule == 'linear':
-    after = optax.linear_schedule(lr, 0.0, decay_steps)
+    after = optax.linear_schedule(1.0, 0.0, decay_steps)
   else:
     raise ConfigError(f'unknown train.schedule {train_cfg.schedule!r}; choose one of {SCHEDULES}')
   if not warmup:
     return after
-  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
+  return optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup), after], [warmup])
+
+
+def _peak_learning_rate(train_cfg) -> float:
+  lr = float(train_cfg.learning_rate)
+  if lr <= 0:
+    raise ConfigError(f'train.learning_rate must be positive, got {lr}')
+  return lr
+
+
+def learning_rate_schedule(train_cfg, total_steps: int) -> optax.Schedule:
+  """The learning rate at each step: `train.learning_rate` x `schedule_shape`."""
+  lr = _peak_learning_rate(train_cfg)
+  shape = schedule_shape(train_cfg, total_steps)
+  return lambda count: lr * shape(count)
 
 
 def make_optimizer(train_cfg, total_steps: int) -> Optimizer | sparse_optim.RowSparseOptimizer:
-  schedule = learning_rate_schedule(train_cfg, total_steps)
+  """The optimizer of `train_cfg`, its peak learning rate and weight decay held in its state.
+
+  `optax.inject_hyperparams` keeps `learning_rate` and `weight_decay` as arrays of the optimizer
+  state, and the schedule's shape (peak 1) scales the update after them, so the same compiled train
+  step serves every learning rate and weight decay: the grid points of a comparison read one
+  program back from the compilation cache instead of compiling their own. The update equals
+  optax.adamw(learning_rate_schedule, weight_decay) (AdamW's decay is multiplied by the
+  scheduled rate either way); weight_decay 0 is plain Adam.
+  """
+  lr = _peak_learning_rate(train_cfg)
+  shape = schedule_shape(train_cfg, total_steps)
   embedding_l2 = float(train_cfg.get('embedding_l2', 0.0))
   if embedding_l2 < 0:
     raise ConfigError(f'train.embedding_l2 must be >= 0, got {embedding_l2}')
   wd = float(train_cfg.weight_decay)
+  if wd < 0:
+    raise ConfigError(f'train.weight_decay must be >= 0, got {wd}')
   if train_cfg.optimizer == 'adam':
-    tx = optax.adamw(schedule, weight_decay=wd) if wd else optax.adam(schedule)
+    tx = optax.inject_hyperparams(optax.adamw)(learning_rate=lr, weight_decay=wd)
   elif train_cfg.optimizer == 'adagrad':
-    tx = optax.adagrad(schedule)
+    tx = optax.inject_hyperparams(optax.adagrad)(learning_rate=lr)
   elif train_cfg.optimizer == 'sgd':
-    tx = optax.sgd(schedule, momentum=0.9)
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=0.9)
   else:
     raise ConfigError(f'unknown train.optimizer {train_cfg.optimizer!r}; choose one of '
                       f'{OPTIMIZERS}')
+  tx = optax.chain(tx, optax.scale_by_schedule(shape))
   if train_cfg.get('sparse_embeddings', False):
     # Clipping is applied by the sparse step over both parts (the global norm stays exact).
-    return sparse_optim.make_row_sparse(train_cfg, schedule, tx)._replace(
-        embedding_l2=embedding_l2)
+    return sparse_optim.make_row_sparse(train_cfg, learning_rate_schedule(train_cfg, total_steps),
+                                        tx)._replace(embedding_l2=embedding_l2)
   if train_cfg.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(float(train_cfg.grad_clip_norm)), tx)
   return Optimizer(tx.init, tx.update, embedding_l2)
