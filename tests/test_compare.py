@@ -109,6 +109,16 @@ def test_changed_config_is_trained_again_not_read_back(tmp_path):
   assert second['markdown'] != first['markdown']
 
 
+def test_two_processes_sharing_a_store_keep_each_others_rows(tmp_path):
+  path = str(tmp_path / 'runs.csv')
+  first, second = plan.RunStore(path), plan.RunStore(path)  # both opened before either writes
+  first.add({'fingerprint': 'a', 'model': 'mlp', 'val/auc': 0.7})
+  second.add({'fingerprint': 'b', 'model': 'star', 'val/auc': 0.8})
+  first.add({'fingerprint': 'c', 'model': 'mlp', 'val/auc': 0.75})
+  assert sorted(plan.RunStore(path).rows) == ['a', 'b', 'c']
+  assert sorted(first.rows) == ['a', 'b', 'c']  # a write also reads what the other added
+
+
 def test_data_is_loaded_once_per_comparison(tmp_path, monkeypatch):
   # The trainer and the test scoring of every run each ask for the dataset: without the memo
   # this comparison generates it 1 + 2 runs x 2 times.

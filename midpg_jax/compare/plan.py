@@ -11,6 +11,7 @@ its own folder instead of being read back from an older one.
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import json
 import os
@@ -120,24 +121,35 @@ def fingerprint(cfg: ml_collections.ConfigDict) -> str:
 
 class RunStore:
   """`runs.csv`: one row per finished run, keyed by its config's fingerprint; written whole after
-  every run (via a temporary file), so an interrupted comparison resumes from it."""
+  every run (via a temporary file), so an interrupted comparison resumes from it.
+
+  Several comparisons may share one store (e.g. two processes, each training half of the models
+  on a 2-core machine whose steps do not keep both cores busy): every write re-reads the file
+  under an exclusive lock and adds its row to what is there, so no process drops another's rows.
+  """
 
   def __init__(self, path: str):
     self.path = path
-    self.rows: dict[str, dict] = {}
-    if os.path.exists(path):
-      with open(path) as f:
-        self.rows = {r['fingerprint']: r for r in csv.DictReader(f)}
+    self.rows: dict[str, dict] = self._read()
+
+  def _read(self) -> dict[str, dict]:
+    if not os.path.exists(self.path):
+      return {}
+    with open(self.path) as f:
+      return {r['fingerprint']: r for r in csv.DictReader(f)}
 
   def get(self, fp: str) -> dict | None:
     return self.rows.get(fp)
 
   def add(self, row: dict) -> None:
-    self.rows[row['fingerprint']] = {k: str(v) for k, v in row.items()}
-    fields = list(dict.fromkeys(k for r in self.rows.values() for k in r))
-    tmp = self.path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
-      writer = csv.DictWriter(f, fieldnames=fields, restval='')
-      writer.writeheader()
-      writer.writerows(self.rows.values())
-    os.replace(tmp, self.path)
+    with open(self.path + '.lock', 'w') as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+      self.rows = {**self._read(), **self.rows}
+      self.rows[row['fingerprint']] = {k: str(v) for k, v in row.items()}
+      fields = list(dict.fromkeys(k for r in self.rows.values() for k in r))
+      tmp = f'{self.path}.{os.getpid()}.tmp'
+      with open(tmp, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval='')
+        writer.writeheader()
+        writer.writerows(self.rows.values())
+      os.replace(tmp, self.path)
