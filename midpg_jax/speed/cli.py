@@ -11,8 +11,8 @@ Sections (written to `--out`, default runs/speed/: speed.json, speed.md, speed.p
   --vocab-sweep     step time vs embedding-table size, dense vs row-sparse Adam (loops.py)
   --models a,b      zoo models vs their PyTorch references (zoo.py)
   --suite gpu       MI-DPG + zoo, 4k-64k, f32 and bf16, device memory (gpu_suite.py)
-  --profile         where the JAX MI-DPG step's time goes, per XLA op, vs the matmul rate (profile.py);
-                    `--profile --models ple`: that model's step
+  --profile         where the JAX MI-DPG step's time goes, per XLA op, vs the matmul rate
+                    (profile.py); `--profile --models ple`: that model's step
   --zoo-table       every model's step vs Shared-Bottom's, with FLOPs per example (zoo_table.py)
 """
 

@@ -191,7 +191,8 @@ def run_profile(args, config, results) -> str:
                                                     _variables(con))
   compiled = con.compiled_train_step()
   xla_flops = flops_lib.xla_flops(compiled)
-  rate = {'model': model_name, 'batch_size': bs, 'step_ms': step_s * 1e3, 'step': stats(times['jax']),
+  rate = {'model': model_name, 'batch_size': bs, 'step_ms': step_s * 1e3,
+          'step': stats(times['jax']),
           'matmul_n': mm.n, 'matmul_gflops': peak,
           'analytic_train_flops_per_example': train_flops,
           'analytic_gflops': bs * train_flops / step_s / 1e9,
@@ -244,7 +245,8 @@ def profile_markdown(p: dict) -> str:
   r = p['rate']
   xla = (f", by XLA's cost analysis {r['xla_gflops']:.1f} GFLOP/s = "
          f"{r['xla_fraction_of_matmul']:.0%}" if r.get('xla_gflops') else '')
-  lines = ['', f"JAX {r.get('model', 'midpg')} train step at batch {r['batch_size']}: {r['step_ms']:.1f} ms "
+  lines = ['', f"JAX {r.get('model', 'midpg')} train step at batch {r['batch_size']}: "
+           f"{r['step_ms']:.1f} ms "
            f"[{r['step']['p25_ms']:.1f}-{r['step']['p75_ms']:.1f}]; f32 matmul "
            f"{r['matmul_n']}^2 in the same alternation: {r['matmul_gflops']:.1f} GFLOP/s. "
            f"Achieved (analytic matmul FLOPs) {r['analytic_gflops']:.1f} GFLOP/s = "

@@ -88,7 +88,8 @@ def zoo_table_markdown(t: dict) -> str:
     flag = ('*' if r['step_vs_shared_bottom'] > STEP_LIMIT else '') + \
         ('**' if r['slowdown_vs_flops'] > FLOPS_LIMIT else '')
     xla = r['xla_train_flops_per_example']
-    lines.append(f"| {name}{' ' + flag if flag else ''} | {s['median_ms']:.1f} [{s['p25_ms']:.1f}-{s['p75_ms']:.1f}] | "
+    lines.append(f"| {name}{' ' + flag if flag else ''} | {s['median_ms']:.1f} "
+                 f"[{s['p25_ms']:.1f}-{s['p75_ms']:.1f}] | "
                  f"{r['step_vs_shared_bottom']:.2f}x | {r['forward_flops_per_example']:,.0f} | "
                  f"{r['flops_vs_shared_bottom']:.2f}x | {f'{xla:,.0f}' if xla else '-'} | "
                  f"{r['slowdown_vs_flops']:.2f} | {r['train_gflops']:.1f} "
