@@ -94,3 +94,51 @@ def test_profile_classes_the_ops_of_a_train_step_by_kind_and_phase():
   per_op, wall_us = trace_ops(lambda: compiled(params, ids)['w'].block_until_ready(), 2)
   assert per_op and wall_us > 0
   assert set(per_op) <= set(instructions)  # every traced op is found in the HLO
+
+
+def _jaxpr_flops(name, hidden, **block):
+  """Forward matmul FLOPs per example of `name` (nothing compiled), and the spec's input width."""
+  import jax
+  from configs.default import get_config
+  from midpg_jax.data import load_dataset, pipeline
+  from midpg_jax.models import build_model
+  from midpg_jax.speed.flops import model_forward_flops
+  from midpg_jax.train_state import init_variables, model_inputs
+  c = get_config()
+  c.data.num_train, c.data.num_val, c.data.num_test = 64, 32, 32
+  c.model.name, c.model.hidden = name, hidden
+  if block:
+    c.model[name].update(block)
+  ds = load_dataset(c.data)
+  batch = model_inputs(next(iter(pipeline.train_batches(ds.splits['train'], 32, 0, 0))))
+  model = build_model(c.model, ds.spec)
+  variables = jax.eval_shape(lambda k: init_variables(model, batch, k), jax.random.key(0))
+  d0 = (len(ds.spec.cat_names) + len(ds.spec.multi_names)) * c.model.embed_dim \
+      + ds.spec.num_dense
+  return model_forward_flops(c.model, ds.spec, batch, variables), d0, ds.spec.num_scenarios
+
+
+def test_zoo_table_flops_count_each_row_once_with_its_own_scenario_weights():
+  """The zoo table's FLOPs per example, read from the jaxpr: Shared-Bottom's towers count one
+  scenario's weights per row (not S, not the tiles' padding); MMoE's K experts count K times."""
+  sb, d0, _ = _jaxpr_flops('shared_bottom', (16, 8))
+  assert sb == 2 * (d0 * 16 + 16 * 8 + 8)
+  mmoe, d0, S = _jaxpr_flops('mmoe', (16, 8), num_experts=3)
+  # experts, the gate, the mix of the experts, tower, output
+  assert mmoe == 2 * (3 * d0 * 16 + d0 * 3 + 3 * 16 + 16 * 8 + 8)
+
+
+def test_zoo_table_flags_models_slow_for_their_flops():
+  from midpg_jax.speed.zoo_table import zoo_table_markdown
+  row = lambda ms, step, flops: {  # noqa: E731
+      'train_step': {'median_ms': ms, 'p25_ms': ms, 'p75_ms': ms}, 'step_vs_shared_bottom': step,
+      'forward_flops_per_example': 1.0, 'flops_vs_shared_bottom': flops,
+      'xla_train_flops_per_example': None, 'slowdown_vs_flops': step / flops,
+      'train_gflops': 1.0, 'fraction_of_matmul': 0.5}
+  md = zoo_table_markdown({'batch_size': 8, 'matmul_n': 4, 'matmul_gflops': 2.0, 'models': {
+      'shared_bottom': row(10, 1, 1), 'cheap': row(20, 2, 2), 'heavy': row(50, 5, 4),
+      'slow': row(25, 2.5, 1)}})
+  cells = [line.split('|')[1].split() for line in md.splitlines()
+           if line.startswith('| ') and not line.startswith('| model')]
+  flags = {c[0]: ''.join(c[1:]) for c in cells}
+  assert flags == {'shared_bottom': '', 'cheap': '', 'heavy': '*', 'slow': '**'}

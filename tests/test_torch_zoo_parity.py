@@ -38,11 +38,11 @@ def data():
   return c, ds, batch
 
 
-def _setup(data, name, seed=3):
+def _setup(data, name, seed=3, hidden=None):
   """(cfg, JAX model, torch model, params, model_state): shared, perturbed parameters."""
   c, ds, batch = data
   cfg = c.model.copy_and_resolve_references()
-  cfg.name, cfg.hidden = name, HIDDEN[name]
+  cfg.name, cfg.hidden = name, hidden or HIDDEN[name]
   model = build_model(cfg, ds.spec)
   torch.manual_seed(seed)
   tmodel = tz.build_torch_zoo_model(cfg, ds.spec)
@@ -132,6 +132,27 @@ def test_logits_loss_gradients_statistics_and_adam_steps_match(data, name):
   # summation-order noise (the tiled path sums in another order than torch) into a few 1e-6.
   _assert_trees_close(tz.params_as_jax_tree(tmodel), adam_state.params, rtol=1e-5, atol=5e-6)
   _assert_trees_close(tz.state_as_jax_tree(tmodel), adam_state.model_state)
+
+
+def test_ple_with_three_levels_matches(data):
+  """A middle level reads every scenario's own path (level 0 reads the input for all; the last
+  level computes only the row's own path): logits and gradients as the torch reference."""
+  c, ds, batch = data
+  cfg, model, params, state = _setup(data, 'ple', hidden=(16, 16, 8, 8))
+
+  def loss_of(p):
+    out = model.apply({'params': p}, batch, train=True)
+    return objective.loss_fn(out, batch, 0.0)[0], out
+
+  (loss, out), grads = jax.jit(jax.value_and_grad(loss_of, has_aux=True))(params)
+  tmodel = tz.build_torch_zoo_model(cfg, ds.spec)
+  tz.load_jax_params(tmodel, jax.device_get(params))
+  tbatch = tm.to_torch_batch(batch)
+  tout = tmodel(tbatch)
+  tloss, _ = tm.loss_fn(tout, tbatch, 0.0)
+  tloss.backward()
+  np.testing.assert_allclose(tout['logits'].detach().numpy(), out['logits'], rtol=RTOL, atol=ATOL)
+  _assert_trees_close(tz.grads_as_jax_tree(tmodel), grads)
 
 
 def test_star_statistics_move_and_skip_absent_scenarios(data):

@@ -11,7 +11,9 @@ Sections (written to `--out`, default runs/speed/: speed.json, speed.md, speed.p
   --vocab-sweep     step time vs embedding-table size, dense vs row-sparse Adam (loops.py)
   --models a,b      zoo models vs their PyTorch references (zoo.py)
   --suite gpu       MI-DPG + zoo, 4k-64k, f32 and bf16, device memory (gpu_suite.py)
-  --profile         where the JAX MI-DPG step's time goes, per XLA op, vs the matmul rate (profile.py)
+  --profile         where the JAX MI-DPG step's time goes, per XLA op, vs the matmul rate
+                    (profile.py); `--profile --models ple`: that model's step
+  --zoo-table       every model's step vs Shared-Bottom's, with FLOPs per example (zoo_table.py)
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def parse_args(argv=None):
   p.add_argument('--profile', action='store_true',
                  help='where the JAX MI-DPG train step at --sweep-batch spends its time, per XLA '
                  'op, beside the f32 matmul rate in the same run (profile.py)')
+  p.add_argument('--zoo-table', action='store_true',
+                 help='every model (or those of --models) vs the per-scenario-tower Shared-Bottom: '
+                 'JAX train step at --sweep-batch and FLOPs per example (zoo_table.py)')
   p.add_argument('--probe-memory', default=None, help=argparse.SUPPRESS)  # internal
   p.add_argument('--probe-batch', type=int, default=0, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
@@ -128,7 +133,10 @@ def main(argv=None):
   if args.suite == 'gpu':
     from midpg_jax.speed.gpu_suite import run_suite
     body = run_suite(args, config, results)
-  elif args.profile:
+  elif args.zoo_table:  # before --models: `--models` picks the table's models
+    from midpg_jax.speed.zoo_table import run_zoo_table
+    body = run_zoo_table(args, config, results)
+  elif args.profile:  # before --models: `--profile --models ple` profiles that model
     from midpg_jax.speed.profile import run_profile
     body = run_profile(args, config, results)
   elif args.models:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
@@ -63,3 +64,35 @@ def xla_flops(compiled) -> float | None:
     return float(cost.get('flops', float('nan')))
   except Exception:  # cost analysis is not implemented everywhere
     return None
+
+
+def _jaxpr_matmul_flops(jaxpr) -> float:
+  """Multiply-add FLOPs (x2) of every dot_general / ragged_dot in a jaxpr, sub-jaxprs included
+  (pjit, custom_vjp, remat, ...); a ragged_dot counts each row once (its own group's weight)."""
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    name = eqn.primitive.name
+    if name == 'dot_general':
+      (lhs_c, _), _ = eqn.params['dimension_numbers']
+      lhs = eqn.invars[0].aval.shape
+      total += 2.0 * np.prod(eqn.outvars[0].aval.shape) * np.prod([lhs[d] for d in lhs_c])
+    elif name.startswith('ragged_dot'):
+      m, k = eqn.invars[0].aval.shape
+      total += 2.0 * m * k * eqn.outvars[0].aval.shape[-1]
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      total += _jaxpr_matmul_flops(sub)
+  return total
+
+
+def model_forward_flops(model_config, spec, sample_batch, variables) -> float:
+  """Forward matmul FLOPs per example of any model of the zoo, read from its jaxpr (nothing is
+  compiled): the model as written, with its per-scenario matmuls on the 'ragged' path (every row
+  once with its own scenario's weight: no tile padding, no S-fold 'onehot' work). Work done once
+  per step (e.g. MI-DPG's weight generation) is divided over the batch."""
+  from midpg_jax.models import build_model
+  cfg = model_config.copy_and_resolve_references()
+  cfg.scenario_matmul = 'ragged'
+  model = build_model(cfg, spec)
+  fwd = lambda v, b: model.apply(v, b, train=False)  # noqa: E731
+  closed = jax.make_jaxpr(fwd)(variables, sample_batch)
+  return _jaxpr_matmul_flops(closed.jaxpr) / int(np.shape(sample_batch['scenario'])[0])

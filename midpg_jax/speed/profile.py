@@ -149,6 +149,10 @@ def trace_ops(run, steps: int, module: str = 'train_step') -> tuple[dict[str, fl
   return dict(per_op), wall_us
 
 
+def _variables(con) -> dict:
+  return {'params': con.state.params, **con.state.model_state}
+
+
 class MatmulContender:
   """An n x n f32 matmul with the contender protocol, to time in the same alternation."""
   name = 'matmul'
@@ -164,24 +168,34 @@ class MatmulContender:
 
 
 def run_profile(args, config, results) -> str:
+  """The config's model, or the one model of `--models` (e.g. `--profile --models ple`)."""
   bs = args.sweep_batch
+  models = [m for m in (args.models or '').split(',') if m]
+  if len(models) > 1:
+    raise SystemExit('--profile takes one model in --models')
   mm = MatmulContender(args.matmul_size)
   mm.train(2)
   ds, host = make_data(config, bs)
-  con = JaxContender('jax', config, dtype='f32')
+  con = JaxContender('jax', config, {'name': models[0]} if models else None, dtype='f32')
+  model_name = con.config.model.name
   con.build(ds.spec, host[0])
   con.stage(host)
   print(f'  warm-up jax: {con.warmup():.1f}s (incl. compilation)', flush=True)
   times = alternate([con, mm], 'train', args.steps, args.reps)
   step_s, mm_s = stats(times['jax'])['median_ms'] / 1e3, stats(times['matmul'])['median_ms'] / 1e3
   peak = 2 * mm.n ** 3 / mm_s / 1e9
-  analytic = flops_lib.analytic_flops(config, ds.spec)
+  if model_name == 'midpg':  # the backbone's matmuls, as every earlier MI-DPG measurement
+    train_flops = flops_lib.analytic_flops(config, ds.spec)['train_per_example']
+  else:  # the zoo: 3x the forward matmuls read from the model's jaxpr
+    train_flops = 3 * flops_lib.model_forward_flops(con.config.model, ds.spec, host[0],
+                                                    _variables(con))
   compiled = con.compiled_train_step()
   xla_flops = flops_lib.xla_flops(compiled)
-  rate = {'batch_size': bs, 'step_ms': step_s * 1e3, 'step': stats(times['jax']),
+  rate = {'model': model_name, 'batch_size': bs, 'step_ms': step_s * 1e3,
+          'step': stats(times['jax']),
           'matmul_n': mm.n, 'matmul_gflops': peak,
-          'analytic_train_flops_per_example': analytic['train_per_example'],
-          'analytic_gflops': bs * analytic['train_per_example'] / step_s / 1e9,
+          'analytic_train_flops_per_example': train_flops,
+          'analytic_gflops': bs * train_flops / step_s / 1e9,
           'xla_flops_per_step': xla_flops,
           'xla_gflops': xla_flops / step_s / 1e9 if xla_flops else None}
   rate['analytic_fraction_of_matmul'] = rate['analytic_gflops'] / peak
@@ -231,7 +245,8 @@ def profile_markdown(p: dict) -> str:
   r = p['rate']
   xla = (f", by XLA's cost analysis {r['xla_gflops']:.1f} GFLOP/s = "
          f"{r['xla_fraction_of_matmul']:.0%}" if r.get('xla_gflops') else '')
-  lines = ['', f"JAX MI-DPG train step at batch {r['batch_size']}: {r['step_ms']:.1f} ms "
+  lines = ['', f"JAX {r.get('model', 'midpg')} train step at batch {r['batch_size']}: "
+           f"{r['step_ms']:.1f} ms "
            f"[{r['step']['p25_ms']:.1f}-{r['step']['p75_ms']:.1f}]; f32 matmul "
            f"{r['matmul_n']}^2 in the same alternation: {r['matmul_gflops']:.1f} GFLOP/s. "
            f"Achieved (analytic matmul FLOPs) {r['analytic_gflops']:.1f} GFLOP/s = "
