@@ -154,7 +154,8 @@ def predict_file(run, input_path: str, output_path: str, *, id_columns=(),
 
   Three stages overlap: a thread reads, checks and encodes chunk k + 2 (pyarrow and numpy, two
   chunks ahead at most), XLA computes chunk k + 1 (dispatched asynchronously), and this thread
-  writes chunk k. Memory: about four chunks.
+  writes chunk k. Memory: five chunks at most (two queued, one being read, one in the model, one
+  being written).
   """
   from midpg_jax.stepping import prefetch
   if not output_path.endswith(OUTPUT_FORMATS):
