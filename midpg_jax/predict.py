@@ -9,13 +9,15 @@ column, as in preparation), encoded with the Encoder that preparation fitted, sc
 best checkpoint and appended to the output, which gets the `--id_columns` (copied as they are) and
 `probability`; without id columns, `row` (0-based index of the data row in the input) instead.
 Memory stays bounded by a few chunks (`--chunk_bytes` of CSV each), whatever the input's size.
-Reading and encoding the next chunk (pyarrow and numpy, in a thread) overlaps scoring this one.
-The output is written to `<output>.tmp` and renamed when complete.
+Reading and encoding (pyarrow and numpy, in a thread), the model (XLA, dispatched asynchronously)
+and writing work on three chunks at once; each model call takes one scenario's rows
+(`GroupedScorer`). The output is written to `<output>.tmp` and renamed when complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -72,11 +74,75 @@ class _Writer:
       os.remove(self.tmp)
 
 
-# Rows per model call. The default MI-DPG's 'tiled' path pads each scenario's rows to whole tiles
-# (XLA's cost analysis: 25 % extra rows at 2048, 12.5 % at 4096). Measured on
-# 2 shared CPU cores, best of 4 interleaved passes over 64k rows (rows per CPU-second): 1024: 86k,
-# 2048: 100k, 4096: 113k, 8192: 82k.
+# Rows per model call. Measured (model only, rows per CPU-second, 2 shared cores) on the default
+# MI-DPG: each scenario's rows in plain matmuls ('one_scenario') 128-142k at 4096 rows, the
+# 'tiled' path of mixed rows 86-93k.
 DEFAULT_BATCH_SIZE = 4096
+
+
+def _take(columns, rows: np.ndarray):
+  """The rows `rows` of encoded columns (nested dicts for multi-valued fields)."""
+  return {k: _take(v, rows) if isinstance(v, dict) else v[rows] for k, v in columns.items()}
+
+
+class GroupedScorer:
+  """Scores encoded chunks with each model call on rows of one scenario.
+
+  A model with per-scenario weights (`scenario_matmul`) then runs the internal 'one_scenario'
+  path: per layer one plain matmul with that scenario's weight, where the mixed-scenario 'tiled'
+  path pads every scenario to whole tiles and gathers a weight per tile (measured: ~1.5x the
+  rows per CPU-second for the default MI-DPG). The same parameters and the same function of
+  each row, so the scores agree with eval.py's to float32 rounding. A model without per-scenario
+  weights is called on the grouped rows as it is.
+
+  `dispatch` only enqueues the calls (JAX dispatches asynchronously), `collect` waits for them,
+  so the caller can write the previous chunk while XLA computes this one.
+  """
+
+  def __init__(self, run, batch_size: int):
+    import jax
+    from midpg_jax.models.scenario_ops import ONE_SCENARIO
+    from midpg_jax.train_state import make_predict_step
+    model = run.model
+    if 'scenario_matmul' in {f.name for f in dataclasses.fields(model)}:
+      model = model.clone(scenario_matmul=ONE_SCENARIO)
+    self._predict = jax.jit(make_predict_step(model))
+    self._state = run.state
+    self._num_scenarios = run.spec.num_scenarios
+    # A scenario's last rows of a chunk go in calls of a quarter batch (a second compiled shape),
+    # so padding stays under a quarter batch per scenario and chunk.
+    self.batch_size, self._tail = batch_size, max(1, batch_size // 4)
+
+  def _calls(self, scenario: np.ndarray) -> list[np.ndarray]:
+    """Row indices (into the chunk) of each model call: one scenario's rows, in input order,
+    padded with the call's last row (same scenario) to batch_size or to the quarter batch."""
+    order = np.argsort(scenario, kind='stable')
+    bounds = np.searchsorted(scenario[order], np.arange(self._num_scenarios + 1))
+    calls = []
+    for s in range(self._num_scenarios):
+      rows = order[bounds[s]:bounds[s + 1]]
+      full = len(rows) - len(rows) % self.batch_size
+      calls += [rows[i:i + self.batch_size] for i in range(0, full, self.batch_size)]
+      calls += [np.pad(part, (0, self._tail - len(part)), mode='edge')
+                for part in (rows[i:i + self._tail] for i in range(full, len(rows), self._tail))]
+    return calls
+
+  def dispatch(self, columns) -> tuple[list, list[np.ndarray], int]:
+    """Enqueues the model calls of one chunk of encoded columns; returns what `collect` needs."""
+    scenario = np.asarray(columns['scenario'])
+    calls = self._calls(scenario)
+    inputs = {k: v for k, v in columns.items() if k in ('cat', 'dense', 'scenario', 'multi')}
+    return [self._predict(self._state, _take(inputs, rows)) for rows in calls], calls, len(
+        scenario)
+
+  @staticmethod
+  def collect(pending) -> np.ndarray:
+    """Probabilities (N,) float32 of a dispatched chunk, in its row order (blocks until done)."""
+    outputs, calls, n = pending
+    probs = np.empty(n, np.float32)
+    for out, rows in zip(outputs, calls):
+      probs[rows] = np.asarray(out)  # a padding row repeats its call's last row: same score
+    return probs
 
 
 def predict_file(run, input_path: str, output_path: str, *, id_columns=(),
@@ -84,7 +150,13 @@ def predict_file(run, input_path: str, output_path: str, *, id_columns=(),
                  batch_size: int = DEFAULT_BATCH_SIZE) -> dict:
   """Scores every row of `input_path` into `output_path`; returns {'rows', 'seconds',
   'cpu_seconds'} (CPU time of all this process's threads: the rate per CPU-second is what a
-  shared machine cannot distort)."""
+  shared machine cannot distort).
+
+  Three stages overlap: a thread reads, checks and encodes chunk k + 2 (pyarrow and numpy, two
+  chunks ahead at most), XLA computes chunk k + 1 (dispatched asynchronously), and this thread
+  writes chunk k. Memory: five chunks at most (two queued, one being read, one in the model, one
+  being written).
+  """
   from midpg_jax.stepping import prefetch
   if not output_path.endswith(OUTPUT_FORMATS):
     raise DataError(f'--output {output_path!r}: the name must end with one of {OUTPUT_FORMATS}')
@@ -92,16 +164,28 @@ def predict_file(run, input_path: str, output_path: str, *, id_columns=(),
     raise DataError(f'--input {input_path!r} is not a file')
   id_columns = list(id_columns)
   start, cpu_start = time.perf_counter(), time.process_time()
+  scorer = GroupedScorer(run, batch_size)
   writer, rows, complete = _Writer(output_path), 0, False
+
+  def write(pending, ids, first_row) -> int:
+    probs = scorer.collect(pending)
+    out = dict(ids) if id_columns else {
+        'row': pa.array(np.arange(first_row, first_row + len(probs)))}
+    out['probability'] = pa.array(probs)
+    writer.write(pa.table(out))
+    return len(probs)
+
   try:
+    previous, dispatched = None, 0  # (dispatched chunk, its id columns, its first row)
     for encoded, ids, _ in prefetch(_chunks(run, input_path, id_columns, chunk_bytes, progress,
                                             delimiter), 2):
-      probs = run.predict_columns(encoded, batch_size)
-      n = len(probs)
-      out = dict(ids) if id_columns else {'row': pa.array(np.arange(rows, rows + n))}
-      out['probability'] = pa.array(probs)
-      writer.write(pa.table(out))
-      rows += n
+      current = (scorer.dispatch(encoded), ids, dispatched)
+      dispatched += len(encoded['scenario'])
+      if previous is not None:  # written while XLA computes `current`
+        rows += write(*previous)
+      previous = current
+    if previous is not None:
+      rows += write(*previous)
     if rows == 0:
       raise DataError(f'{input_path}: no data rows')
     complete = True
@@ -115,6 +199,21 @@ def default_compile_cache() -> str:
   """~/.cache/midpg-jax/xla (under $XDG_CACHE_HOME when set)."""
   return os.path.join(os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
                       'midpg-jax', 'xla')
+
+
+# XLA:CPU's YNNPACK dot fusions off: its own dot kernels run the default MI-DPG's predict calls
+# faster (README "Scoring new rows and serving"). A process-wide flag: midpg-predict sets it for
+# itself, before JAX starts, only when XLA_FLAGS does not already name it.
+PREDICT_XLA_FLAGS = '--xla_cpu_experimental_ynn_fusion_type='
+
+
+def with_xla_flags(flags: str) -> str:
+  """XLA_FLAGS plus each of `flags` that XLA_FLAGS does not set already (the user's value wins)."""
+  current = os.environ.get('XLA_FLAGS', '')
+  for flag in flags.split():
+    if flag.split('=')[0].lstrip('-') not in current:
+      current = f'{current} {flag}'
+  return current.strip()
 
 
 def main(argv=None) -> None:
@@ -137,7 +236,24 @@ def main(argv=None) -> None:
                  'persistent compilation cache, so a run\'s predict function compiles once, not on '
                  'every call of this command (\'\' = off; JAX_COMPILATION_CACHE_DIR, when set, '
                  'wins)')
+  p.add_argument('--xla_flags', default=PREDICT_XLA_FLAGS, help='XLA flags added to XLA_FLAGS '
+                 'for this process unless XLA_FLAGS sets them already (\'\' = none; default: '
+                 'YNNPACK dot fusions off, measured faster here)')
   args = p.parse_args(argv)
+  # XLA reads XLA_FLAGS when its backend starts (here: in load_run); restored afterwards, so a
+  # process that calls main() leaves its own XLA_FLAGS (and its subprocesses') as they were.
+  user_xla_flags = os.environ.get('XLA_FLAGS')
+  os.environ['XLA_FLAGS'] = with_xla_flags(args.xla_flags)
+  try:
+    _predict(args)
+  finally:
+    if user_xla_flags is None:
+      os.environ.pop('XLA_FLAGS', None)
+    else:
+      os.environ['XLA_FLAGS'] = user_xla_flags
+
+
+def _predict(args) -> None:
   import jax
   from midpg_jax import api
   from midpg_jax.errors import USER_ERRORS

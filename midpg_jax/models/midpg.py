@@ -55,7 +55,7 @@ from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.errors import ConfigError
 from midpg_jax.models.layers import FeatureEmbedding, ScenarioEmbedding, activation
 from midpg_jax.models.modulated import COMBINES, ModulatedDense, WeightGenerator
-from midpg_jax.models.scenario_ops import SCENARIO_MATMULS, check_path, make_routing
+from midpg_jax.models.scenario_ops import SCENARIO_MATMULS, make_routing
 
 __all__ = ['MIDPG', 'ModulatedDense', 'WeightGenerator', 'COMBINES', 'SCENARIO_MATMULS']
 
@@ -87,8 +87,7 @@ class MIDPG(nn.Module):
     # Instance-aware cores are per example: rows stay in batch order ('onehot' routing is the
     # identity layout; its matmul is not used). Otherwise rows are laid out once, before the
     # embedding lookup, in the order of the scenario path.
-    routing = make_routing(scenario, num_scen,
-                           'onehot' if instance else check_path(self.scenario_matmul))
+    routing = make_routing(scenario, num_scen, 'onehot' if instance else self.scenario_matmul)
     counts = routing.counts
     x, fields = FeatureEmbedding(self.spec, self.embed_dim, name='features')(
         routing.take_batch(batch))  # (N, d_0) in the routing's row order

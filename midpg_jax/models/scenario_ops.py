@@ -18,6 +18,9 @@ which no model may do. Instead the rows are routed (`Routing`), by the path of t
   scenario's; S times the FLOPs, no (B, S, d_out) intermediate.
 * 'auto' (default): `resolve_path` picks by S from measurements on this project's 2-core CPU
   (benchmarks/scenario_paths.py; numbers in README "Scenario paths").
+* ONE_SCENARIO (not a config value): every row of the batch has the same scenario, because the
+  caller grouped the rows (midpg-predict, `midpg_jax/predict.py`); each per-scenario matmul is one
+  plain 2-D matmul with that scenario's weight: no padding rows, no weight gather.
 
 Rows in the model's order may include padding rows ('tiled'): `Routing.valid` masks them out of
 anything computed across rows (partitioned normalisation's batch moments).
@@ -36,6 +39,9 @@ from midpg_jax.models.layers import FeatureEmbedding, activation, scenario_count
 from midpg_jax.errors import ConfigError
 
 SCENARIO_MATMULS = ('auto', 'tiled', 'ragged', 'onehot', 'masked')
+# For batches whose rows all have one scenario (see the module docstring); a model given mixed
+# scenarios on this path computes every row with the first row's scenario.
+ONE_SCENARIO = 'one_scenario'
 
 # Initialisers for stacked kernels (N, d_in, d_out): fan-in is d_in, not N * d_in.
 stacked_lecun = nn.initializers.lecun_normal(batch_axis=(0,))
@@ -53,6 +59,8 @@ def resolve_path(method: str, batch_size, num_scenarios: int) -> str:
   A symbolic batch size (shape-polymorphic export) cannot size tiles: 'auto' and 'tiled' fall back
   to 'onehot', the same function with the same parameters.
   """
+  if method == ONE_SCENARIO:
+    return method
   check_path(method)
   if not isinstance(batch_size, int) and method in ('auto', 'tiled'):
     return 'onehot'
@@ -144,7 +152,7 @@ def make_routing(scenario: jax.Array, num_scenarios: int, method: str) -> Routin
   scenario = jnp.asarray(scenario, jnp.int32)
   path = resolve_path(method, scenario.shape[0], num_scenarios)
   counts = scenario_counts(scenario, num_scenarios)
-  if path in ('onehot', 'masked'):
+  if path in ('onehot', 'masked', ONE_SCENARIO):
     return Routing(scenario, counts, None, num_scenarios, path)
   tile = tile_rows(scenario.shape[0], num_scenarios) if path == 'tiled' else 1
   layout = tile_layout(scenario, num_scenarios, tile)
@@ -171,6 +179,8 @@ def scenario_matmul(h: jax.Array, w: jax.Array, routing: Routing) -> jax.Array:
     # (NT, d_in, d_out) tile weights, NT << B. A one-hot matmul, a custom VJP with a per-tile
     # loop or a sorted segment-sum for dW measured no faster on CPU than this gather.
     out = jnp.einsum('nti,nio->nto', tiles, w[tile_scenario])
+  elif routing.method == ONE_SCENARIO:
+    out = flat @ w[routing.scenario[0]]  # (N, d_out): one (d_in, d_out) slice, one matmul
   elif routing.method == 'ragged':
     out = jax.lax.ragged_dot(flat, w, (routing.counts * per_row).astype(jnp.int32))
   elif routing.method == 'masked':

@@ -1,0 +1,90 @@
+"""midpg-predict's scoring (midpg_jax/predict.py): model calls on one scenario's rows each (the
+internal 'one_scenario' path) give every row the score of the model's own mixed-batch path, in
+the input's row order; and the CLI's XLA flags never override a user's own.
+(The end-to-end CLI tests on a trained Ali-CCP run are in tests/test_api.py.)"""
+
+import os
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import small_config
+from midpg_jax import predict
+from midpg_jax.data.schema import FeatureSpec
+from midpg_jax.models import build_model
+from midpg_jax.train_state import create_train_state, make_optimizer, make_predict_step
+
+SPEC = FeatureSpec(cat_names=('user', 'item'), cat_vocab_sizes=(50, 30), dense_names=('d0',),
+                   scenario_names=('a', 'b', 'c'), multi_names=('tags',), multi_vocab_sizes=(20,),
+                   multi_max_lens=(3,))
+
+
+def _columns(n, seed, scenarios=(0, 1, 2)):
+  rng = np.random.default_rng(seed)
+  return {'cat': rng.integers(0, 30, (n, 2)).astype(np.int32),
+          'dense': rng.normal(size=(n, 1)).astype(np.float32),
+          'scenario': rng.choice(scenarios, n).astype(np.int32),
+          'multi': {'tags': rng.integers(0, 20, (n, 3)).astype(np.int32)}}
+
+
+def _fake_run(name):
+  """A run-like object (model, state, spec) with every parameter moved off its initial value, so
+  the scenarios' weights differ (MI-DPG's start at M = 0: all equal)."""
+  c = small_config()
+  cfg = c.model.copy_and_resolve_references()
+  cfg.name, cfg.hidden, cfg.embed_dim = name, (16, 8), 4
+  model = build_model(cfg, SPEC)
+  sample = {**_columns(8, 0), 'label': np.zeros(8, np.float32), 'weight': np.ones(8, np.float32)}
+  # One compile for the whole initialisation (op by op, each op would compile on its own).
+  state = jax.jit(lambda: create_train_state(model, make_optimizer(c.train, total_steps=1),
+                                             sample, jax.random.key(0)))()
+  rng = np.random.default_rng(1)
+  params = jax.tree_util.tree_map(
+      lambda x: np.asarray(x) + 0.3 * rng.normal(size=x.shape).astype(np.float32), state.params)
+  return types.SimpleNamespace(model=model, state=state.replace(params=params, opt_state=None),
+                               spec=SPEC)
+
+
+# MI-DPG (the default model) and a zoo model that reads the rows' scenarios beyond the matmuls
+# (STAR's partitioned normalisation).
+@pytest.mark.parametrize('name', ['midpg', 'star'])
+def test_one_scenario_calls_score_every_row_as_the_mixed_batch_does(name):
+  run = _fake_run(name)
+  mixed = jax.jit(make_predict_step(run.model))  # the model's own path ('auto' = 'tiled')
+  # batch_size 8: full calls of 8 rows and quarter-batch calls of 2 (the last one padded);
+  # no row of scenario 1, so it gets no call.
+  scorer = predict.GroupedScorer(run, batch_size=8)
+  columns = _columns(37, 2, scenarios=(0, 2))
+  probs = scorer.collect(scorer.dispatch(columns))
+  expected = np.asarray(mixed(run.state, columns))
+  assert probs.shape == (37,) and np.std(probs) > 0
+  np.testing.assert_allclose(probs, expected, rtol=2e-6, atol=1e-7)
+  # The scenarios' weights differ, so scoring a row with another scenario's would show.
+  as_scenario_0 = np.asarray(mixed(run.state, dict(columns, scenario=np.zeros(37, np.int32))))
+  assert not np.allclose(probs, as_scenario_0, rtol=1e-3)
+  # One scenario per call, every row exactly once.
+  calls = scorer._calls(columns['scenario'])
+  assert all(len(set(columns['scenario'][rows])) == 1 and len(rows) in (8, 2) for rows in calls)
+  assert sorted(set(np.concatenate(calls).tolist())) == list(range(37))
+
+
+def test_cli_xla_flags_are_added_unless_the_user_sets_them(monkeypatch):
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  assert predict.with_xla_flags(predict.PREDICT_XLA_FLAGS) == predict.PREDICT_XLA_FLAGS
+  assert predict.with_xla_flags('') == ''
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
+  assert predict.with_xla_flags(predict.PREDICT_XLA_FLAGS) == (
+      '--xla_force_host_platform_device_count=2 ' + predict.PREDICT_XLA_FLAGS)
+  mine = '--xla_cpu_experimental_ynn_fusion_type=dot'
+  monkeypatch.setenv('XLA_FLAGS', mine)
+  assert predict.with_xla_flags(predict.PREDICT_XLA_FLAGS) == mine  # the user's value wins
+
+
+def test_cli_leaves_the_callers_xla_flags_as_they_were(monkeypatch, tmp_path):
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=1')
+  with pytest.raises(SystemExit, match='is not a training run'):
+    predict.main(['--workdir', str(tmp_path), '--input', 'x.csv', '--output', 'y.csv',
+                  '--no_progress', '--compile_cache', ''])
+  assert os.environ['XLA_FLAGS'] == '--xla_force_host_platform_device_count=1'
