@@ -2,7 +2,7 @@
 
 Each variant runs in its own subprocess (the abort kills the process), at a small batch:
   python -m scripts.torch_compile_repro            # every variant, one line each: ok / exit code
-  python -m scripts.torch_compile_repro VARIANT    # one variant, in this process
+  python -m scripts.torch_compile_repro A B ...    # these variants, each in its own subprocess
 Variants narrow the graph down: forward only or a train step, which scenario path, the MI term,
 whether the optimizer step is compiled, dynamic shapes, and inductor settings (cpp codegen
 off-loaded to other options).
@@ -28,6 +28,13 @@ VARIANTS = {
     'forward_no_mkldnn': ('forward', {}, {'dynamic': True}, {'cpp.weight_prepack': False}),
     'forward_cpp_threads1': ('forward', {}, {'dynamic': True}, {'cpp.threads': 1}),
     'train_no_vec_isa': ('train', {}, {'dynamic': True}, {'cpp.vec_isa_ok': False}),
+    # Which part of the train step: autograd's graphs without inductor, static shapes, no MI term,
+    # the masked scenario path instead of the segment loop.
+    'train_aot_eager': ('train', {}, {'dynamic': True, 'backend': 'aot_eager'}, {}),
+    'train_static': ('train', {}, {}, {}),
+    'train_no_mi': ('train', {'mi_estimator': 'none'}, {'dynamic': True}, {}),
+    'train_masked_path': ('train', {'scenario_matmul': 'masked'}, {'dynamic': True}, {}),
+    'train_simdlen256': ('train', {}, {'dynamic': True}, {'cpp.simdlen': 256}),  # AVX2, not AVX-512
 }
 
 
@@ -67,13 +74,16 @@ def run_variant(name: str, batch: int = 512) -> None:
   print(f'{name}: ok')
 
 
+_CHILD = 'TORCH_COMPILE_REPRO_CHILD'
+
+
 def main() -> None:
-  if len(sys.argv) > 1:
+  if os.environ.get(_CHILD):
     return run_variant(sys.argv[1])
-  for name in VARIANTS:
+  for name in sys.argv[1:] or VARIANTS:
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, '-m', 'scripts.torch_compile_repro', name],
-                       capture_output=True, text=True, env=dict(os.environ))
+                       capture_output=True, text=True, env={**os.environ, _CHILD: '1'})
     tail = (p.stdout + p.stderr).strip().splitlines()[-1:] or ['']
     print(f'{name:30s} exit {p.returncode:4d} ({time.perf_counter() - t0:5.0f}s) {tail[0][:150]}',
           flush=True)
