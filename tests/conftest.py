@@ -59,6 +59,21 @@ def small_config(**data_overrides):
   return c
 
 
+def tiny_config(**data):
+  """16 steps of 256 rows, an evaluation every 5 steps: for the tests of a run's bookkeeping
+  (resume, checkpoints, metrics files, eval), not of learning. The tests that train with it share
+  its compiled train and predict steps through the suite's compilation cache (same model, batch
+  and evaluation shapes), so keep a test's changes to what does not change the programs."""
+  c = small_config(num_train=4_096, num_val=1_000, num_test=1_000, **data)
+  c.model.hidden = (16,)
+  c.train.batch_size = 256
+  c.train.eval_batch_size = 1_000
+  c.train.num_epochs = 1
+  c.train.eval_every_steps = 5
+  c.train.log_every_steps = 5
+  return c
+
+
 @pytest.fixture
 def config():
   return small_config()
