@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+import numpy as np
 import pytest
 
 # `midpg_jax` is the installed package (`make` runs `pip install -e .`); `configs` are the
@@ -72,6 +73,19 @@ def tiny_config(**data):
   c.train.eval_every_steps = 5
   c.train.log_every_steps = 5
   return c
+
+
+def perturbed(tree, scale: float = 0.1, seed: int = 3):
+  """A copy of a parameter tree with every leaf moved off its initial value by scale * N(0, 1)
+  noise, so no zero-initialised factor or still-shared per-scenario weight hides a path.
+
+  The noise is drawn with NumPy and put on the device as it is: drawing it with jax.random leaf by
+  leaf compiles one random-number program per distinct leaf shape (dozens per model, seconds of
+  compilation per test) for numbers whose only job is to be non-zero and different."""
+  import jax
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda x: jax.device_put(
+      (np.asarray(x) + scale * rng.standard_normal(np.shape(x))).astype(np.asarray(x).dtype)), tree)
 
 
 @pytest.fixture
