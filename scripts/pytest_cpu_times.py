@@ -35,6 +35,14 @@ def pytest_runtest_protocol(item, nextitem):
   yield
   _cpu[item.nodeid] += _cpu_now() - cpu
   _wall[item.nodeid] += time.perf_counter() - wall
+  _write(item.config)  # after every test: an interrupted run keeps what it measured
+
+
+def _write(config):
+  out = config.getoption('--cpu-times-json')
+  if out:
+    with open(out, 'w') as f:
+      json.dump({k: [_cpu[k], _wall[k]] for k in _cpu}, f, indent=1)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -55,7 +63,3 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
   terminalreporter.section('CPU seconds per test (slowest 40)')
   for nodeid, cpu in sorted(_cpu.items(), key=lambda kv: -kv[1])[:40]:
     write(f'{cpu:8.1f} cpu-s {_wall[nodeid]:8.1f} wall-s  {nodeid}')
-  out = config.getoption('--cpu-times-json')
-  if out:
-    with open(out, 'w') as f:
-      json.dump({k: [_cpu[k], _wall[k]] for k in _cpu}, f, indent=1)
