@@ -3,6 +3,7 @@
 import os
 import tempfile
 
+import numpy as np
 import pytest
 
 # `midpg_jax` is the installed package (`make` runs `pip install -e .`); `configs` are the
@@ -57,6 +58,34 @@ def small_config(**data_overrides):
   c.train.embedding_l2 = 0.0
   c.train.eval_every_steps = 0
   return c
+
+
+def tiny_config(**data):
+  """16 steps of 256 rows, an evaluation every 5 steps: for the tests of a run's bookkeeping
+  (resume, checkpoints, metrics files, eval), not of learning. The tests that train with it share
+  its compiled train and predict steps through the suite's compilation cache (same model, batch
+  and evaluation shapes), so keep a test's changes to what does not change the programs."""
+  c = small_config(num_train=4_096, num_val=1_000, num_test=1_000, **data)
+  c.model.hidden = (16,)
+  c.train.batch_size = 256
+  c.train.eval_batch_size = 1_000
+  c.train.num_epochs = 1
+  c.train.eval_every_steps = 5
+  c.train.log_every_steps = 5
+  return c
+
+
+def perturbed(tree, scale: float = 0.1, seed: int = 3):
+  """A copy of a parameter tree with every leaf moved off its initial value by scale * N(0, 1)
+  noise, so no zero-initialised factor or still-shared per-scenario weight hides a path.
+
+  The noise is drawn with NumPy and put on the device as it is: drawing it with jax.random leaf by
+  leaf compiles one random-number program per distinct leaf shape (dozens per model, seconds of
+  compilation per test) for numbers whose only job is to be non-zero and different."""
+  import jax
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda x: jax.device_put(
+      (np.asarray(x) + scale * rng.standard_normal(np.shape(x))).astype(np.asarray(x).dtype)), tree)
 
 
 @pytest.fixture

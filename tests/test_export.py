@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import perturbed, small_config
 from midpg_jax import api, export
 from midpg_jax.checkpoint import Checkpointer
 from midpg_jax.data.schema import FeatureSpec
@@ -35,10 +35,7 @@ def write_run(workdir, model_name: str) -> None:
   model = build_model(config.model, SPEC)
   tx = make_optimizer(config.train, 1)
   state = create_train_state(model, tx, api.example_columns(SPEC, 2), jax.random.key(0))
-  leaves, treedef = jax.tree_util.tree_flatten(state.params)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  noisy = [x + 0.3 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
-  state = state.replace(params=jax.tree_util.tree_unflatten(treedef, noisy), step=state.step + 7)
+  state = state.replace(params=perturbed(state.params, scale=0.3, seed=1), step=state.step + 7)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=1))

@@ -9,7 +9,7 @@ import pytest
 from midpg_jax.data import load_dataset, pipeline
 from midpg_jax.models import build_model
 from midpg_jax.train_state import init_variables, model_inputs
-from conftest import small_config
+from conftest import perturbed, small_config
 
 
 @pytest.fixture(scope='module')
@@ -63,18 +63,10 @@ def test_identity_at_initialisation_equals_plain_backbone(data):
                              atol=1e-6)
 
 
-def _perturbed(variables, seed=3):
-  """Non-zero M everywhere, so the scenario paths differ from the plain backbone."""
-  leaves, tree = jax.tree_util.tree_flatten(variables)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree_util.tree_unflatten(
-      tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
-
-
 def test_ragged_and_onehot_paths_agree(data):
   c, ds, batch = data
   model, v = _init(c.model, ds, batch)
-  v = _perturbed(v)
+  v = perturbed(v)  # non-zero M everywhere: the scenario paths differ from the plain backbone
   onehot_cfg = c.model.copy_and_resolve_references()
   onehot_cfg.scenario_matmul = 'onehot'
   onehot = build_model(onehot_cfg, ds.spec)
@@ -90,14 +82,14 @@ def test_decomposed_path_equals_explicit_weights(data):
   cfg = c.model.copy_and_resolve_references()
   cfg.midpg.generator_features = ('c5',)
   model, v = _init(cfg, ds, batch)
-  v = _perturbed(v)
+  v = perturbed(v)
   from midpg_jax.models.midpg import ModulatedDense
   r, rs = cfg.midpg.rank, cfg.midpg.specific_rank
   layer = ModulatedDense(32, ds.spec.num_scenarios, r, rs)
   h = jax.random.normal(jax.random.key(1), (5, 16))
   scen = jnp.array([0, 1, 2, 3, 1])
   core = jax.random.normal(jax.random.key(2), (5, r, r))
-  lv = _perturbed(layer.init(jax.random.key(0), h, scen, core, 'instance'))
+  lv = perturbed(layer.init(jax.random.key(0), h, scen, core, 'instance'))
   got = layer.apply(lv, h, scen, core, 'instance')
   p = lv['params']
   m = (jnp.einsum('ia,bac,co->bio', p['shared_in'], core, p['shared_out'])
@@ -240,7 +232,7 @@ def test_sketch_and_diversity_from_factors_equal_explicit_matrices():
   h = jnp.ones((4, d_in))
   core = jax.random.normal(jax.random.key(2), (4, r, r))
   scen = jnp.array([0, 2, 2, 1])
-  lv = _perturbed(layer.init(jax.random.key(0), h, scen, core, 'instance'))
+  lv = perturbed(layer.init(jax.random.key(0), h, scen, core, 'instance'))
   p = {k: lv['params'][n] for k, n in (('P', 'shared_in'), ('Q', 'shared_out'),
                                        ('A', 'specific_in'), ('B', 'specific_out'))}
   u, v = jax.random.normal(jax.random.key(4), (K, d_in)), jax.random.normal(jax.random.key(5),

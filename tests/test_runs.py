@@ -7,22 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import tiny_config
 from midpg_jax import evaluation, run_config, trainer
 from midpg_jax.data import register_dataset, synthetic
 from midpg_jax.errors import ConfigError, UserError, USER_ERRORS
-
-
-def tiny_config(**data):
-  """16 steps of 256 rows, an evaluation every 5 steps."""
-  c = small_config(num_train=4_096, num_val=1_000, num_test=1_000, **data)
-  c.model.hidden = (16,)
-  c.train.batch_size = 256
-  c.train.eval_batch_size = 1_000
-  c.train.num_epochs = 1
-  c.train.eval_every_steps = 5
-  c.train.log_every_steps = 5
-  return c
 
 
 def rows(workdir) -> list[dict]:

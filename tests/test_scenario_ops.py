@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import perturbed, small_config
 from midpg_jax.data import load_dataset, pipeline
 from midpg_jax.models import build_model
 from midpg_jax.models.scenario_ops import (SCENARIO_MATMULS, make_routing, resolve_path,
@@ -34,14 +34,6 @@ def _config(c, name, path):
   return cfg
 
 
-def _perturbed(variables, seed=3):
-  """Every parameter moved off its initial value, so no per-scenario weight is still shared."""
-  leaves, tree = jax.tree_util.tree_flatten(variables)
-  keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree_util.tree_unflatten(
-      tree, [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
-
-
 def _outputs_and_grads(model, variables, batch):
   """Training logits, new model state (partitioned-norm running moments) and the gradient of a
   weighted sum of the training logits."""
@@ -64,7 +56,8 @@ def test_every_path_gives_the_same_outputs_and_gradients(data, name):
   c, ds, batch = data
   paths = [p for p in SCENARIO_MATMULS if p != 'auto']
   models = {p: build_model(_config(c, name, p), ds.spec) for p in paths}
-  variables = _perturbed(jax.jit(models['onehot'].init)(jax.random.key(0), batch))
+  # Every parameter moved off its initial value, so no per-scenario weight is still shared.
+  variables = perturbed(jax.jit(models['onehot'].init)(jax.random.key(0), batch))
   want = _outputs_and_grads(models['onehot'], variables, batch)
   for path in [p for p in paths if p != 'onehot']:  # onehot is the reference
     got = _outputs_and_grads(models[path], variables, batch)

@@ -10,7 +10,7 @@ import pytest
 from midpg_jax import evaluation, run_config, trainer
 from midpg_jax.checkpoint import CheckpointError
 from midpg_jax.errors import NonFiniteLossError
-from conftest import small_config
+from conftest import small_config, tiny_config
 
 
 @pytest.fixture(scope='module')
@@ -38,10 +38,11 @@ def test_midpg_beats_scenario_blind_logistic_and_approaches_oracle(learnt):
 
 @pytest.fixture(scope='module')
 def one_epoch_run(tmp_path_factory):
-  """(config, workdir, summary) of one epoch of the small config, trained once for the tests that
-  inspect a finished run. Tests that change a run work on a copy (`copy_of`)."""
-  c = small_config()
-  c.train.num_epochs = 1
+  """(config, workdir, summary) of one epoch of the tiny config (its train and predict steps are
+  those of tests/test_runs.py: compilation cache hits), trained once for the tests that inspect a
+  finished run. Tests that change a run work on a copy (`copy_of`)."""
+  c = tiny_config()
+  c.train.eval_every_steps = 0  # one evaluation, at the end of the epoch
   workdir = tmp_path_factory.mktemp('one_epoch')
   return c, workdir, trainer.train_and_evaluate(c, str(workdir))
 
@@ -62,12 +63,13 @@ def test_training_writes_metrics_jsonl_and_final_json(one_epoch_run):
 
 
 def test_resume_equals_uninterrupted(tmp_path):
-  c = small_config()
-  c.train.eval_every_steps = 30
+  c = tiny_config()
+  c.train.num_epochs = 2  # 2 x 16 steps, evaluated (and checkpointed) every 5
   full = trainer.train_and_evaluate(c, str(tmp_path / 'full'))
-  # Interrupted mid-way between evaluations: the steps after the last checkpoint are redone.
-  out = trainer.train_and_evaluate(c, str(tmp_path / 'cut'), stop_after_steps=100)
-  assert out == {'interrupted_at': 100}
+  # Interrupted in the second epoch, mid-way between evaluations: the steps after the last
+  # checkpoint (20) are redone, from inside the epoch.
+  out = trainer.train_and_evaluate(c, str(tmp_path / 'cut'), stop_after_steps=23)
+  assert out == {'interrupted_at': 23}
   resumed = trainer.train_and_evaluate(c, str(tmp_path / 'cut'))
   assert resumed['best_step'] == full['best_step']
   for split in ('validation', 'test'):
