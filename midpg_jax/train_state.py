@@ -131,6 +131,18 @@ def make_optimizer(train_cfg, total_steps: int) -> Optimizer | sparse_optim.RowS
   return Optimizer(tx.init, tx.update, embedding_l2)
 
 
+def with_hyperparams_of(opt_state: Any, fresh_opt_state: Any) -> Any:
+  """`opt_state` (restored from a checkpoint) with the hyper-parameters (`inject_hyperparams`'
+  learning rate, weight decay, ...) of `fresh_opt_state` (initialised from the current config):
+  the config, not the checkpoint, says what the rate is when a run is resumed."""
+  has_hyper = lambda node: hasattr(node, 'hyperparams')  # noqa: E731
+
+  def take(restored, fresh):
+    return restored._replace(hyperparams=fresh.hyperparams) if has_hyper(restored) else restored
+
+  return jax.tree_util.tree_map(take, opt_state, fresh_opt_state, is_leaf=has_hyper)
+
+
 def batch_rows_l2(params, batch: dict, spec) -> jax.Array:
   """Σ over embedding tables of Σ_{distinct ids in the batch} ||row||², divided by the batch size.
 

@@ -38,7 +38,8 @@ from midpg_jax.metrics_log import MetricsLog
 from midpg_jax.models import mi_weight
 from midpg_jax.partitioning import Partitioner, is_main_process, max_steps_in_flight
 from midpg_jax.stepping import StepMetrics, Throughput, prefetch
-from midpg_jax.train_state import count_params, make_predict_step, make_train_step, model_inputs
+from midpg_jax.train_state import (count_params, make_predict_step, make_train_step, model_inputs,
+                                   with_hyperparams_of)
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,9 @@ def restore_or_init(run: Run, state) -> tuple[Any, LoopState]:
   if step is None:
     run.log.truncate(after_step=-1)
     return state, LoopState()
+  fresh = state
   state, meta = run.checkpointer.restore('latest', state)
+  state = state.replace(opt_state=with_hyperparams_of(state.opt_state, fresh.opt_state))
   loop = LoopState.from_meta(meta)
   run.log.truncate(after_step=step)
   log.info('resumed from step %d (epoch %d)', step, loop.epoch)

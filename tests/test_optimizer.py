@@ -5,7 +5,8 @@
 * two learning rates / weight decays lower the train step to the same program, which is what lets
   a comparison's grid points share one compiled step through the compilation cache;
 * a checkpoint saved with another optimizer layout (plain optax.adam, as runs trained before this
-  change) still restores for evaluation (`weights_only`), and not for resuming.
+  change) still restores for evaluation (`weights_only`), and not for resuming;
+* a resumed run takes its learning rate and weight decay from the config, not the checkpoint.
 """
 
 import jax
@@ -17,7 +18,7 @@ import pytest
 from midpg_jax.checkpoint import Checkpointer
 from midpg_jax.errors import CheckpointError
 from midpg_jax.train_state import (TrainState, learning_rate_schedule, make_optimizer,
-                                   make_train_step)
+                                   make_train_step, with_hyperparams_of)
 from conftest import small_config
 from test_sparse_optim import _batches, _init, _spec
 from midpg_jax.models import build_model
@@ -92,3 +93,18 @@ def test_checkpoint_of_another_optimizer_layout_restores_weights_only(tmp_path):
   with pytest.raises(CheckpointError, match='different model/config'):
     ckpt.restore('best', target)  # resuming needs the optimizer state in the current layout
   ckpt.close()
+
+
+def test_resumed_optimizer_state_takes_the_configs_hyperparameters():
+  c = small_config()
+  params = _params()
+  c.train.learning_rate, c.train.weight_decay = 1e-3, 0.0
+  old_tx = make_optimizer(c.train, 10)
+  restored = old_tx.update(_params(seed=1), old_tx.init(params), params)[1]  # moments moved
+  c.train.learning_rate, c.train.weight_decay = 3e-2, 0.1
+  fresh = make_optimizer(c.train, 10).init(params)
+  merged = with_hyperparams_of(restored, fresh)
+  assert float(merged[0].hyperparams['learning_rate']) == pytest.approx(3e-2)
+  assert float(merged[0].hyperparams['weight_decay']) == pytest.approx(0.1)
+  jax.tree_util.tree_map(np.testing.assert_array_equal, merged[0].inner_state,
+                         restored[0].inner_state)  # the moments stay the checkpoint's
