@@ -80,11 +80,6 @@ class _Writer:
 DEFAULT_BATCH_SIZE = 4096
 
 
-def _take(columns, rows: np.ndarray):
-  """The rows `rows` of encoded columns (nested dicts for multi-valued fields)."""
-  return {k: _take(v, rows) if isinstance(v, dict) else v[rows] for k, v in columns.items()}
-
-
 class GroupedScorer:
   """Scores encoded chunks with each model call on rows of one scenario.
 
@@ -131,8 +126,10 @@ class GroupedScorer:
     """Enqueues the model calls of one chunk of encoded columns; returns what `collect` needs."""
     scenario = np.asarray(columns['scenario'])
     calls = self._calls(scenario)
-    inputs = {k: v for k, v in columns.items() if k in ('cat', 'dense', 'scenario', 'multi')}
-    return [self._predict(self._state, _take(inputs, rows)) for rows in calls], calls, len(
+    from midpg_jax.data.pipeline import take_rows
+    from midpg_jax.train_state import model_inputs
+    inputs = model_inputs(columns)
+    return [self._predict(self._state, take_rows(inputs, rows)) for rows in calls], calls, len(
         scenario)
 
   @staticmethod
