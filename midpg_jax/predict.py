@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from midpg_jax import xla_defaults
+
 from midpg_jax.errors import DataError
 
 OUTPUT_FORMATS = ('.csv', '.parquet')
@@ -198,21 +200,6 @@ def default_compile_cache() -> str:
                       'midpg-jax', 'xla')
 
 
-# XLA:CPU's YNNPACK dot fusions off: its own dot kernels run the default MI-DPG's predict calls
-# faster (README "Scoring new rows and serving"). A process-wide flag: midpg-predict sets it for
-# itself, before JAX starts, only when XLA_FLAGS does not already name it.
-PREDICT_XLA_FLAGS = '--xla_cpu_experimental_ynn_fusion_type='
-
-
-def with_xla_flags(flags: str) -> str:
-  """XLA_FLAGS plus each of `flags` that XLA_FLAGS does not set already (the user's value wins)."""
-  current = os.environ.get('XLA_FLAGS', '')
-  for flag in flags.split():
-    if flag.split('=')[0].lstrip('-') not in current:
-      current = f'{current} {flag}'
-  return current.strip()
-
-
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(prog='midpg-predict', description='Scores raw rows with a trained '
                               'run (see midpg_jax/predict.py).')
@@ -233,14 +220,14 @@ def main(argv=None) -> None:
                  'persistent compilation cache, so a run\'s predict function compiles once, not on '
                  'every call of this command (\'\' = off; JAX_COMPILATION_CACHE_DIR, when set, '
                  'wins)')
-  p.add_argument('--xla_flags', default=PREDICT_XLA_FLAGS, help='XLA flags added to XLA_FLAGS '
-                 'for this process unless XLA_FLAGS sets them already (\'\' = none; default: '
-                 'YNNPACK dot fusions off, measured faster here)')
+  p.add_argument('--xla_flags', default='', help='more XLA flags, added to XLA_FLAGS for this '
+                 'process unless XLA_FLAGS sets them already (the package\'s defaults, '
+                 'midpg_jax/xla_defaults.py, are set on import)')
   args = p.parse_args(argv)
   # XLA reads XLA_FLAGS when its backend starts (here: in load_run); restored afterwards, so a
   # process that calls main() leaves its own XLA_FLAGS (and its subprocesses') as they were.
   user_xla_flags = os.environ.get('XLA_FLAGS')
-  os.environ['XLA_FLAGS'] = with_xla_flags(args.xla_flags)
+  os.environ['XLA_FLAGS'] = xla_defaults.with_xla_flags(args.xla_flags)
   try:
     _predict(args)
   finally:

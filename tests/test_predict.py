@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from midpg_jax import predict
+from midpg_jax import predict, xla_defaults
 from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.models import build_model
 from midpg_jax.train_state import create_train_state, make_optimizer, make_predict_step
@@ -70,16 +70,30 @@ def test_one_scenario_calls_score_every_row_as_the_mixed_batch_does(name):
   assert sorted(set(np.concatenate(calls).tolist())) == list(range(37))
 
 
-def test_cli_xla_flags_are_added_unless_the_user_sets_them(monkeypatch):
-  monkeypatch.delenv('XLA_FLAGS', raising=False)
-  assert predict.with_xla_flags(predict.PREDICT_XLA_FLAGS) == predict.PREDICT_XLA_FLAGS
-  assert predict.with_xla_flags('') == ''
-  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
-  assert predict.with_xla_flags(predict.PREDICT_XLA_FLAGS) == (
-      '--xla_force_host_platform_device_count=2 ' + predict.PREDICT_XLA_FLAGS)
+def test_xla_flags_are_added_unless_the_user_sets_them(monkeypatch):
+  flag = xla_defaults.DEFAULT_FLAGS[0]
+  assert xla_defaults.with_xla_flags([flag], '') == flag
+  assert xla_defaults.with_xla_flags('', '') == ''
+  assert xla_defaults.with_xla_flags([flag], '--xla_force_host_platform_device_count=2') == (
+      '--xla_force_host_platform_device_count=2 ' + flag)
   mine = '--xla_cpu_experimental_ynn_fusion_type=dot'
-  monkeypatch.setenv('XLA_FLAGS', mine)
-  assert predict.with_xla_flags(predict.PREDICT_XLA_FLAGS) == mine  # the user's value wins
+  assert xla_defaults.with_xla_flags([flag], mine) == mine  # the user's value wins
+  # apply(): into the environment, unless opted out.
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=1')
+  monkeypatch.setenv(xla_defaults.OPT_OUT, '0')
+  xla_defaults.apply()
+  assert os.environ['XLA_FLAGS'] == '--xla_force_host_platform_device_count=1'
+  monkeypatch.delenv(xla_defaults.OPT_OUT)
+  xla_defaults.apply()
+  assert os.environ['XLA_FLAGS'] == '--xla_force_host_platform_device_count=1 ' + flag
+
+
+def test_the_package_sets_its_xla_flags_on_import():
+  """The tests' own process imported midpg_jax before JAX started (the conftest), so its backend
+  runs with the defaults unless the environment said otherwise."""
+  if os.environ.get(xla_defaults.OPT_OUT) == '0':
+    pytest.skip(f'{xla_defaults.OPT_OUT}=0 in this environment')
+  assert xla_defaults.DEFAULT_FLAGS[0].split('=')[0] in os.environ.get('XLA_FLAGS', '')
 
 
 def test_cli_leaves_the_callers_xla_flags_as_they_were(monkeypatch, tmp_path):
