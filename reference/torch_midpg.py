@@ -322,6 +322,25 @@ class TorchMIDPG(nn.Module):
         for a, b in zip(dims[:-1], dims[1:]))
     self.output = Dense(dims[-1], 1)
 
+  def mi_bound(self, z, cores, scenario, counts):
+    """The MI term's lower bound from the generated cores (its own method, so a torch.compile
+    caller can keep it out of the compiled graph: `scripts/torch_compile_repro.py`)."""
+    S = self.num_scenarios
+    instance = bool(self.generator_features)
+    core_scenario = scenario if instance else torch.arange(S)
+    queries = [z @ r.T for _, _, r in self.sketches]
+    protos = [layer.sketch(cores[:, l], core_scenario, u, v)
+              for l, (layer, (u, v, _)) in enumerate(zip(self.layers, self.sketches))]
+    if instance:
+      present = counts > 0
+      protos = [torch.zeros(S, m.shape[1], dtype=m.dtype).index_add(0, scenario, m)
+                / counts.clamp_min(1)[:, None].to(m.dtype) for m in protos]
+      scores = critic_scores(queries, protos, self.mi_temperature)
+    else:
+      present = torch.ones(S, dtype=torch.bool)
+      scores = critic_scores(queries, protos, self.mi_temperature)[scenario]
+    return mi_lower_bound(self.mi_estimator, scores, scenario, present)
+
   def forward(self, batch):
     S = self.num_scenarios
     x, fields = self.features(batch)
@@ -339,19 +358,7 @@ class TorchMIDPG(nn.Module):
       path = self.scenario_matmul
     outputs = {}
     if self.mi_estimator != 'none':
-      core_scenario = scenario if instance else torch.arange(S)
-      queries = [z @ r.T for _, _, r in self.sketches]
-      protos = [layer.sketch(cores[:, l], core_scenario, u, v)
-                for l, (layer, (u, v, _)) in enumerate(zip(self.layers, self.sketches))]
-      if instance:
-        present = counts > 0
-        protos = [torch.zeros(S, m.shape[1], dtype=m.dtype).index_add(0, scenario, m)
-                  / counts.clamp_min(1)[:, None].to(m.dtype) for m in protos]
-        scores = critic_scores(queries, protos, self.mi_temperature)
-      else:
-        present = torch.ones(S, dtype=torch.bool)
-        scores = critic_scores(queries, protos, self.mi_temperature)[scenario]
-      outputs['mi_bound'] = mi_lower_bound(self.mi_estimator, scores, scenario, present)
+      outputs['mi_bound'] = self.mi_bound(z, cores, scenario, counts)
     h, rows, seg = x, scenario, None
     if path == 'segment':
       order = torch.argsort(scenario, stable=True)
