@@ -15,7 +15,7 @@ from midpg_jax.models.scenario_ops import (SCENARIO_MATMULS, make_routing, resol
 from midpg_jax.train_state import model_inputs
 
 SCENARIO_MODELS = ('midpg', 'shared_bottom', 'mmoe', 'ple', 'hmoe', 'star', 'sar_net', 'm2m',
-                   'hamur')
+                   'hamur', 'apg')
 _FAST = {'xla_backend_optimization_level': 0}
 
 

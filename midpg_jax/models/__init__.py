@@ -229,7 +229,8 @@ def _apg(cfg, b, spec, base_rate):
   return APG(spec=spec, scenario_embed_dim=_scenario_embed_dim(cfg),
              condition=b.choice('condition', APG_CONDITIONS), rank=b.int_at_least('rank', 1),
              overparam=b.int_at_least('overparam', 0), generate_bias=bool(b.generate_bias),
-             generator_hidden=b.widths('generator_hidden'), **_common(cfg))
+             generator_hidden=b.widths('generator_hidden'),
+             scenario_matmul=_scenario_matmul(cfg), **_common(cfg))
 
 
 @register_model(

@@ -18,6 +18,11 @@ K x K core S(z) generated. The forward pass is decomposed, h W(z) = ((h U) S(z))
 
 [our choices] Each layer has its own generator MLP; S(z) = I + g(z) / sqrt(K)
 (`scenario_ops.generated_core`); the output layer is a plain dense layer.
+
+With the 'scenario' condition there are only S cores, so (h U) S_s is a per-scenario matmul through
+the path every model shares (`model.scenario_matmul`, scenario_ops.py): one (K, K) weight per tile,
+not a (K, K) core gathered per row and a batched matrix-vector product per row, which ran at ~10 %
+of the machine's matmul rate (README "Speed").
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import jax.numpy as jnp
 
 from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.models.layers import MLP, FeatureEmbedding, ScenarioEmbedding, activation
-from midpg_jax.models.scenario_ops import generated_core
+from midpg_jax.models.scenario_ops import (Routing, embed_and_route, generated_core, per_row,
+                                           scenario_matmul)
 from midpg_jax.errors import ConfigError
 
 APG_CONDITIONS = ('scenario', 'mixed', 'self')
@@ -55,18 +61,22 @@ class APGDense(nn.Module):
     return left @ right
 
   @nn.compact
-  def __call__(self, h: jax.Array, z: jax.Array, index: jax.Array | None = None) -> jax.Array:
+  def __call__(self, h: jax.Array, z: jax.Array, routing: Routing | None = None) -> jax.Array:
+    """z (N, d_z): N = B per-row conditions (rows in batch order), or N = S scenario conditions
+    with the `routing` of h's rows."""
     u = self._factor('U', (h.shape[-1], self.rank))
     v = self._factor('V', (self.rank, self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
     g = MLP(tuple(self.generator_hidden), self.act, name='generator')(z)
     core = generated_core(nn.Dense(self.rank * self.rank, name='core')(g), self.rank)  # (N,K,K)
-    if index is not None:
-      core = core[index]  # (B, K, K): small, K x K per row
-    out = jnp.einsum('bk,bkj->bj', h @ u, core) @ v + bias
+    if routing is None:
+      hidden = jnp.einsum('bk,bkj->bj', h @ u, core)  # (B, K): one core per row
+    else:
+      hidden = scenario_matmul(h @ u, core, routing)  # (N, K): the row's scenario's core
+    out = hidden @ v + bias
     if self.generate_bias:
       b = nn.Dense(self.features, name='generated_bias')(g)
-      out = out + (b if index is None else b[index])
+      out = out + (b if routing is None else per_row(b, routing, 2))
     return out
 
 
@@ -82,6 +92,7 @@ class APG(nn.Module):
   overparam: int = 0
   generate_bias: bool = False
   generator_hidden: Sequence[int] = (64,)
+  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
@@ -89,13 +100,15 @@ class APG(nn.Module):
       raise ConfigError(f'unknown model.apg.condition {self.condition!r}; '
                        f'choose one of {APG_CONDITIONS}')
     num_scen = self.spec.num_scenarios
-    x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)
     scenario = jnp.asarray(batch['scenario'], jnp.int32)
     scen_embed = ScenarioEmbedding(num_scen, self.scenario_embed_dim, name='scenario_embed')
-    index = None
+    routing = None
     if self.condition == 'scenario':
-      z, index = scen_embed(jnp.arange(num_scen)), scenario  # one core per scenario
-    elif self.condition == 'mixed':
+      x, routing = embed_and_route(self, batch)  # rows in the scenario path's order
+      z = scen_embed(jnp.arange(num_scen))  # one core per scenario
+    else:
+      x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)
+    if self.condition == 'mixed':
       z = jnp.concatenate([scen_embed(scenario), x], axis=-1)
     h = x
     for l, width in enumerate(self.hidden):
@@ -106,10 +119,11 @@ class APG(nn.Module):
         # Self-wise needs the scenario too (every model takes it): it joins the first input.
         h_in = jnp.concatenate([scen_embed(scenario), h], axis=-1) if l == 0 else h
         z = h_in
-      h = activation(self.act)(layer(h_in, z, index))
+      h = activation(self.act)(layer(h_in, z, routing))
       if self.dropout > 0:
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return {'logits': nn.Dense(1, name='output')(h)[:, 0]}
+    logits = nn.Dense(1, name='output')(h)[:, 0]
+    return {'logits': logits if routing is None else routing.restore(logits)}
 
 
 def merge_overparam(params):
