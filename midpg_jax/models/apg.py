@@ -35,8 +35,8 @@ import jax.numpy as jnp
 
 from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.models.layers import MLP, FeatureEmbedding, ScenarioEmbedding, activation
-from midpg_jax.models.scenario_ops import (Routing, embed_and_route, generated_core, per_row,
-                                           scenario_matmul)
+from midpg_jax.models.scenario_ops import (Routing, apply_cores, embed_and_route, generated_core,
+                                           per_row, scenario_matmul)
 from midpg_jax.errors import ConfigError
 
 APG_CONDITIONS = ('scenario', 'mixed', 'self')
@@ -70,7 +70,7 @@ class APGDense(nn.Module):
     g = MLP(tuple(self.generator_hidden), self.act, name='generator')(z)
     core = generated_core(nn.Dense(self.rank * self.rank, name='core')(g), self.rank)  # (N,K,K)
     if routing is None:
-      hidden = jnp.einsum('bk,bkj->bj', h @ u, core)  # (B, K): one core per row
+      hidden = apply_cores(h @ u, core)  # (B, K): one core per row
     else:
       hidden = scenario_matmul(h @ u, core, routing)  # (N, K): the row's scenario's core
     out = hidden @ v + bias

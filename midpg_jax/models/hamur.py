@@ -27,8 +27,9 @@ import jax.numpy as jnp
 
 from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.models.layers import MLP, activation
-from midpg_jax.models.scenario_ops import (Routing, ScenarioDense, generated_core, embed_and_route,
-                                           per_row, scenario_matmul, stacked_lecun)
+from midpg_jax.models.scenario_ops import (Routing, ScenarioDense, apply_cores, embed_and_route,
+                                           generated_core, per_row, scenario_matmul,
+                                           stacked_lecun)
 from midpg_jax.models.star import PartitionedNorm
 
 
@@ -44,7 +45,7 @@ class HyperProjection(nn.Module):
     u = self.param('U', stacked_lecun, (self.num_scenarios, h.shape[-1], rank))
     v = self.param('V', stacked_lecun, (self.num_scenarios, rank, self.features))
     b = self.param('bias', nn.initializers.zeros, (self.num_scenarios, self.features))
-    t = jnp.einsum('bk,bkj->bj', scenario_matmul(h, u, routing), core)
+    t = apply_cores(scenario_matmul(h, u, routing), core)  # (B, K)
     return scenario_matmul(t, v, routing) + per_row(b, routing, 2)
 
 

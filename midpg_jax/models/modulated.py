@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from midpg_jax.errors import ConfigError
 from midpg_jax.models.layers import MLP
-from midpg_jax.models.scenario_ops import Routing, scenario_matmul
+from midpg_jax.models.scenario_ops import Routing, apply_cores, scenario_matmul
 
 COMBINES = ('modulate', 'replace')
 
@@ -156,7 +156,7 @@ class ModulatedDense(nn.Module):
         v = jnp.einsum('bad,bac->bcd', t, core)  # (B, r, d_out)
         out = out + jnp.einsum('bcd,cd->bd', v, p['Q'])
       else:  # APG's ((h P) C) Q
-        out = out + jnp.einsum('ba,bac->bc', h @ p['P'], core) @ p['Q']
+        out = out + apply_cores(h @ p['P'], core) @ p['Q']
     if self.use_specific:
       a = p['A'][scenario]  # (B, d_in, r_s)
       b = p['B'][scenario]  # (B, r_s, d_out)

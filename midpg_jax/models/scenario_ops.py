@@ -312,6 +312,13 @@ class ScenarioGate(nn.Module):
     return jax.nn.softmax(ScenarioDense(self.num, self.num_scenarios, name='dense')(h, routing))
 
 
+def apply_cores(x: jax.Array, core: jax.Array) -> jax.Array:
+  """x (B, K) times its row's own generated core (B, K, K) -> (B, K). As a broadcast multiply and a
+  sum, which XLA fuses: the batched (1, K) x (K, K) dot it replaces measured 2.1x (K = 16) and 1.4x
+  (K = 32) slower on CPU, forward and backward."""
+  return jnp.sum(x[:, :, None] * core, axis=1)
+
+
 def generated_core(raw: jax.Array, rank: int) -> jax.Array:
   """A generated (.., rank, rank) matrix from a raw (.., rank*rank) output: I + raw / sqrt(rank).
 
