@@ -54,3 +54,20 @@ def test_gradients_are_finite():
   for name in ('infonce', 'jsd', 'mine'):
     g = jax.grad(lambda s: mi.mi_lower_bound(name, s, SCEN, ALL))(scores_distinct(3.0))
     assert np.isfinite(np.asarray(g)).all()
+
+
+@pytest.mark.parametrize('name', ['infonce', 'jsd', 'mine'])
+def test_scenario_rows_weighted_by_counts_equal_the_per_example_bound(name):
+  """MI-DPG's scenario-only path scores S rows weighted by the scenarios' row counts; that must be
+  the bound over the B examples' rows, value and gradient (a scenario absent from the batch
+  included: weight 0)."""
+  import jax
+  rng = np.random.default_rng(0)
+  table = jnp.asarray(rng.normal(size=(S, S)), jnp.float32)  # (S, S): scenario s's row of scores
+  scenario = jnp.array([0, 2, 2, 3, 0, 0, 3, 2, 2])  # scenario 1 absent
+  counts = jnp.bincount(scenario, length=S)
+  per_example = lambda t: mi.mi_lower_bound(name, t[scenario], scenario, ALL)
+  weighted = lambda t: mi.mi_lower_bound(name, t, jnp.arange(S), ALL, weights=counts)
+  np.testing.assert_allclose(weighted(table), per_example(table), rtol=1e-5)
+  np.testing.assert_allclose(jax.grad(weighted)(table), jax.grad(per_example)(table),
+                             rtol=1e-5, atol=1e-7)

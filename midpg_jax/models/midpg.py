@@ -112,7 +112,7 @@ class MIDPG(nn.Module):
                     / jnp.maximum(counts, 1)[:, None, None, None].astype(cores.dtype))
       present = counts > 0
     else:
-      core_scenario = jnp.arange(num_scen)  # (S,): one core per scenario
+      core_scenario = None  # one core per scenario: the summary sketches the S scenarios' M
       mean_cores, present = cores, jnp.ones((num_scen,), bool)
 
     h = x
@@ -125,7 +125,8 @@ class MIDPG(nn.Module):
       sketch_v = jnp.asarray(mi.fixed_sketch(l, 1, (self.mi_dim, width)))  # (K, d_out)
       h, (sketch, diversity, rms) = layer(
           h, scenario, cores[:, l], 'instance' if instance else routing,
-          summary_inputs=(core_scenario, mean_cores[:, l], present, sketch_u, sketch_v))
+          summary_inputs=(cores[:, l] if instance else None, core_scenario, mean_cores[:, l],
+                          present, sketch_u, sketch_v))
       h = activation(self.act)(h)
       if self.dropout > 0:
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
@@ -144,8 +145,11 @@ class MIDPG(nn.Module):
         protos = [jax.ops.segment_sum(m, scenario, num_scen)
                   / jnp.maximum(counts, 1)[:, None].astype(m.dtype) for m in sketches]
         scores = mi.critic_scores(queries, protos, self.mi_temperature)  # (B, S)
+        outputs['mi_bound'] = mi.mi_lower_bound(self.mi_estimator, scores, scenario, present)
       else:
-        scores = mi.critic_scores(queries, sketches, self.mi_temperature)[scenario]  # (B, S)
-      outputs['mi_bound'] = mi.mi_lower_bound(self.mi_estimator, scores, scenario, present)
+        # The B rows' scores are the S scenarios' rows, each counted by its scenario's rows.
+        scores = mi.critic_scores(queries, sketches, self.mi_temperature)  # (S, S)
+        outputs['mi_bound'] = mi.mi_lower_bound(self.mi_estimator, scores, jnp.arange(num_scen),
+                                                present, weights=counts)
     outputs['logits'] = logits
     return outputs

@@ -85,13 +85,15 @@ class ModulatedDense(nn.Module):
       ws.append(p['kernel'] * (1.0 + m) if self.combine == 'modulate' else m)
     return jnp.stack(ws)
 
-  def summary(self, p, core: jax.Array, core_scenario: jax.Array, mean_core: jax.Array,
-              present: jax.Array, sketch_u: jax.Array, sketch_v: jax.Array):
+  def summary(self, p, core: jax.Array | None, core_scenario: jax.Array | None,
+              mean_core: jax.Array, present: jax.Array, sketch_u: jax.Array,
+              sketch_v: jax.Array):
     """What the MI term and the logs see of this layer's weighting matrices, from the low-rank
     factors only (never a (N, d_in, d_out) tensor):
 
     * sketch (N, K): m_k(n) = u_k^T M(n) v_k = (u_k^T P) C_n (Q v_k) + (u_k^T A_s)(B_s v_k) for
-      the N generated cores `core` (N, r, r) of scenarios `core_scenario` (N,);
+      the N generated cores `core` (N, r, r) of scenarios `core_scenario` (N,); with core = None
+      (one core per scenario, `mean_core`), the S scenarios' sketches (S, K);
     * diversity: mean pairwise cosine distance 1 - <M_s, M_t> / (|M_s| |M_t|) between the
       scenarios' M_s = P mean_core_s Q + A_s B_s (mean_core (S, r, r): each scenario's core, or
       its batch mean in the instance-aware mode, where M is linear in C so this is the mean M),
@@ -99,20 +101,26 @@ class ModulatedDense(nn.Module):
     * rms: root mean square entry of those M_s.
     """
     num_s = self.num_scenarios
-    sketch = jnp.zeros((core.shape[0], sketch_u.shape[0]), core.dtype)
     left, right = [], []  # M_s = left_s (S, d_in, R) @ right_s (S, R, d_out)
     if self.use_shared:
-      up, qv = sketch_u @ p['P'], p['Q'] @ sketch_v.T  # (K, r), (r, K)
-      sketch = sketch + jnp.einsum('ka,nac,ck->nk', up, core, qv)
       left.append(jnp.einsum('ia,sac->sic', p['P'], mean_core))
       right.append(jnp.broadcast_to(p['Q'], (num_s, *p['Q'].shape)))
     if self.use_specific:
-      ua = jnp.einsum('ki,sir->skr', sketch_u, p['A'])  # (S, K, r_s)
-      bv = jnp.einsum('srd,kd->srk', p['B'], sketch_v)  # (S, r_s, K)
-      sketch = sketch + jnp.einsum('skr,srk->sk', ua, bv)[core_scenario]
       left.append(p['A'])
       right.append(p['B'])
     left, right = jnp.concatenate(left, axis=2), jnp.concatenate(right, axis=1)
+    if core is None:  # the scenarios' own M_s: three small einsums on the factors above
+      sketch = jnp.einsum('skr,srk->sk', jnp.einsum('ki,sir->skr', sketch_u, left),
+                          jnp.einsum('srd,kd->srk', right, sketch_v))
+    else:
+      sketch = jnp.zeros((core.shape[0], sketch_u.shape[0]), core.dtype)
+      if self.use_shared:
+        up, qv = sketch_u @ p['P'], p['Q'] @ sketch_v.T  # (K, r), (r, K)
+        sketch = sketch + jnp.einsum('ka,nac,ck->nk', up, core, qv)
+      if self.use_specific:
+        ua = jnp.einsum('ki,sir->skr', sketch_u, p['A'])  # (S, K, r_s)
+        bv = jnp.einsum('srd,kd->srk', p['B'], sketch_v)  # (S, r_s, K)
+        sketch = sketch + jnp.einsum('skr,srk->sk', ua, bv)[core_scenario]
     gram = jnp.einsum('sia,tib->stab', left, left) * jnp.einsum('sad,tbd->stab', right, right)
     inner = jnp.sum(gram, axis=(2, 3))  # (S, S) Frobenius inner products <M_s, M_t>
     sq = jnp.diagonal(inner)
@@ -129,7 +137,8 @@ class ModulatedDense(nn.Module):
     """h (N, d_in) in the routing's row order; core (S, r, r) with a `Routing`, or, for
     routing = 'instance', h (B, d_in) in batch order, scenario (B,) and core (B, r, r).
 
-    With `summary_inputs` = (core_scenario, mean_core, present, sketch_u, sketch_v), returns
+    With `summary_inputs` = (core or None, core_scenario, mean_core, present, sketch_u, sketch_v)
+    (see `summary`), returns
     (out, self.summary(...)) instead of out.
     """
     if self.combine not in COMBINES:
@@ -144,7 +153,7 @@ class ModulatedDense(nn.Module):
     out = out + p['bias']
     if summary_inputs is None:
       return out
-    return out, self.summary(p, core, *summary_inputs)
+    return out, self.summary(p, *summary_inputs)
 
   def _decomposed(self, p, h, scenario, core):
     """Per-example cores (B, r, r) without building per-example weights."""
