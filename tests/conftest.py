@@ -75,6 +75,25 @@ def tiny_config(**data):
   return c
 
 
+# XLA compile options for the tests: without the backend optimisations, compiling (which is most
+# of a test's time on CPU) takes less than half as long, and the results are the same up to float32
+# rounding, which the tests' tolerances allow.
+FAST_COMPILE = {'xla_backend_optimization_level': 0}
+
+
+def compiled(fn, *args):
+  """fn jitted and compiled for the shapes of args with FAST_COMPILE."""
+  import jax
+  return jax.jit(fn).lower(*args).compile(FAST_COMPILE)
+
+
+def run_compiled(fn, *args):
+  """fn(*args), jitted as one program. Not run op by op: eagerly, every primitive compiles on its
+  own for each new shape (a flax init draws each parameter's random numbers in its own program),
+  measured 36 CPU-s for MI-DPG's eager init against 7.6 jitted."""
+  return compiled(fn, *args)(*args)
+
+
 def perturbed(tree, scale: float = 0.1, seed: int = 3):
   """A copy of a parameter tree with every leaf moved off its initial value by scale * N(0, 1)
   noise, so no zero-initialised factor or still-shared per-scenario weight hides a path.

@@ -16,6 +16,7 @@ start-up, so each scenario runs here, in a subprocess, and writes its results to
 import argparse
 import json
 import os
+import time
 
 # Imports: midpg_jax from the checkout (the parent sets PYTHONPATH to its root) and conftest from
 # this folder (Python puts a script's own folder first on the path).
@@ -80,6 +81,35 @@ def collective_loop(steps: int = COLLECTIVE_STEPS) -> int:
   return steps
 
 
+class PhaseClock:
+  """CPU seconds of this process (all its threads) per phase, for the report: what a scenario's
+  time goes to (compiling, stepping, collectives) is measured, not guessed."""
+
+  def __init__(self):
+    self.seconds, self._last = {}, time.process_time()
+
+  def __call__(self, phase: str) -> None:
+    now = time.process_time()
+    self.seconds[phase] = round(now - self._last, 2)
+    self._last = now
+
+
+def compiled_on_first_call(jitted):
+  """`jitted` (a jax.jit function), compiled for its first call's arguments with
+  conftest.FAST_COMPILE and reused for every later call (same shapes, same shardings). These
+  scenarios compare meshes with each other, not XLA's optimisations, and compiling a step took
+  most of each phase (~10 CPU-s per train step optimised)."""
+  from conftest import FAST_COMPILE
+  compiled = []
+
+  def call(*args):
+    if not compiled:
+      compiled.append(jitted.lower(*args).compile(FAST_COMPILE))
+    return compiled[0](*args)
+
+  return call
+
+
 def flat_params(tree) -> dict:
   import jax
   import numpy as np
@@ -98,10 +128,10 @@ class Runner:
     self.config, self.dataset, self.p = config, dataset, partitioner
     _, self.model, self.tx, self.state, _ = trainer.setup(config, dataset, partitioner, abstract)
     self.shardings = trainer.state_shardings(self.state)
-    self.train_step = partitioner.jit_train_step(
-        make_train_step(self.model, self.tx, mi_weight(config.model)), self.shardings)
-    self.predict_step = partitioner.jit_predict_step(make_predict_step(self.model),
-                                                     self.shardings)
+    self.train_step = compiled_on_first_call(partitioner.jit_train_step(
+        make_train_step(self.model, self.tx, mi_weight(config.model)), self.shardings))
+    self.predict_step = compiled_on_first_call(partitioner.jit_predict_step(
+        make_predict_step(self.model), self.shardings))
 
   def train(self, start: int, stop: int) -> list:
     import jax
@@ -136,6 +166,7 @@ def run_mesh(out: str) -> None:
   from midpg_jax.data import load_dataset
   from midpg_jax.partitioning import Partitioner, path_names
   assert jax.device_count() == 8, jax.devices()
+  clock = PhaseClock()
   c = mesh_config()
   dataset = load_dataset(c.data)
   report, arrays = {}, {}
@@ -156,8 +187,11 @@ def run_mesh(out: str) -> None:
       for k, a in flat_params(one.state.params).items())
 
   # 1. The same steps on 1 device and on 4x2.
+  clock('setup 1 and 4x2')
   report['losses_1'] = one.train(0, TRAIN_STEPS + MORE_STEPS)
+  clock('train 1')
   report['losses_4x2'] = mesh.train(0, TRAIN_STEPS)
+  clock('train 4x2')
   for k, v in flat_params(one.state.params).items():
     arrays[f'one/{k}'] = v
 
@@ -173,6 +207,7 @@ def run_mesh(out: str) -> None:
   result, probs = mesh.evaluate()
   report['eval_4x2'], arrays['probs_4x2'] = result, probs
   report['losses_4x2'] += mesh.train(TRAIN_STEPS, TRAIN_STEPS + MORE_STEPS)
+  clock('checkpoint, evaluate and train on 4x2')
   for k, v in flat_params(mesh.state.params).items():
     arrays[f'mesh/{k}'] = v
 
@@ -196,6 +231,7 @@ def run_mesh(out: str) -> None:
     report[f'losses_resumed_{name}'] = runner.train(TRAIN_STEPS, TRAIN_STEPS + MORE_STEPS)
     for k, v in flat_params(runner.state.params).items():
       arrays[f'resumed_{name}/{k}'] = v
+    clock(f'restore and train on {name}')
 
   # 4. The reference of the two-process run: the whole trainer on one device of one process.
   pc = process_config()
@@ -205,6 +241,9 @@ def run_mesh(out: str) -> None:
   report['reference'] = summary
   with open(os.path.join(out, 'reference', 'metrics.jsonl')) as f:
     report['reference_jsonl'] = [json.loads(line) for line in f]
+  clock('reference of the two-process run')
+  report['cpu_s'] = clock.seconds
+  print('CPU seconds per phase:', clock.seconds, flush=True)
 
   np.savez(os.path.join(out, 'mesh.npz'), **arrays)
   with open(os.path.join(out, 'mesh.json'), 'w') as f:
@@ -215,17 +254,24 @@ def run_process(out: str, process_id: int, num_processes: int, port: int) -> Non
   import jax
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   from midpg_jax import partitioning, trainer
+  clock = PhaseClock()
   assert partitioning.initialize_distributed('on', f'127.0.0.1:{port}', num_processes,
                                              process_id)
   assert jax.process_count() == num_processes and jax.local_device_count() == 2
   c = process_config()
   partitioner = partitioning.Partitioner.from_config(c)
   workdir = os.path.join(out, 'multiprocess')
+  clock('start')
   summary = trainer.train_and_evaluate(c, workdir, partitioner=partitioner)
+  clock('trainer')
   long_summary = trainer.train_and_evaluate(long_config(), os.path.join(out, 'long'),
                                             partitioner=partitioner)
+  clock('long run')
+  collective_steps = collective_loop()
+  clock('collective loop')
+  print('CPU seconds per phase:', clock.seconds, flush=True)
   report = {'summary': summary, 'long_summary': long_summary,
-            'collective_steps': collective_loop(),
+            'collective_steps': collective_steps, 'cpu_s': clock.seconds,
             'process_index': jax.process_index(),
             'data_shard': [partitioner.data_shard_index, partitioner.data_shard_count],
             'mesh': dict(partitioner.mesh.shape)}

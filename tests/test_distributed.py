@@ -152,6 +152,7 @@ def test_two_processes_train_together_like_one(mesh_run, tmp_path):
     err.close()
     _check(subprocess.CompletedProcess(p.args, p.returncode, *outputs[-1]), f'process {i}')
   results = [json.load(open(tmp_path / f'process{i}.json')) for i in range(2)]
+  print('CPU seconds per phase, process 0 and 1:', [r['cpu_s'] for r in results])
   assert [r['data_shard'] for r in results] == [[0, 2], [1, 2]]
   assert results[0]['mesh'] == {'data': 2, 'model': 2}
   # Only process 0 logs and writes the metrics files.

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import perturbed, small_config
+from conftest import perturbed, run_compiled, small_config
 from midpg_jax import api, export
 from midpg_jax.checkpoint import Checkpointer
 from midpg_jax.data.schema import FeatureSpec
@@ -34,7 +34,9 @@ def write_run(workdir, model_name: str) -> None:
   config.model.name = model_name
   model = build_model(config.model, SPEC)
   tx = make_optimizer(config.train, 1)
-  state = create_train_state(model, tx, api.example_columns(SPEC, 2), jax.random.key(0))
+  columns = api.example_columns(SPEC, 2)
+  # Jitted: op by op, the init compiles one program per primitive and parameter shape.
+  state = run_compiled(lambda k: create_train_state(model, tx, columns, k), jax.random.key(0))
   state = state.replace(params=perturbed(state.params, scale=0.3, seed=1), step=state.step + 7)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:

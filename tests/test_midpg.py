@@ -1,5 +1,7 @@
 """MI-DPG: shapes, identity at initialisation, equal computation paths, no (B, d_in, d_out)."""
 
+import functools
+
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -9,7 +11,10 @@ import pytest
 from midpg_jax.data import load_dataset, pipeline
 from midpg_jax.models import build_model
 from midpg_jax.train_state import init_variables, model_inputs
-from conftest import perturbed, small_config
+from conftest import compiled, perturbed, run_compiled, small_config
+
+# Every model function runs jitted (conftest.run_compiled), never op by op: eagerly, MI-DPG's init
+# alone compiled one program per primitive and parameter shape (36 CPU-s against 7.6).
 
 
 @pytest.fixture(scope='module')
@@ -22,13 +27,25 @@ def data():
 
 def _init(model_cfg, ds, batch, seed=0):
   model = build_model(model_cfg, ds.spec)
-  return model, init_variables(model, batch, jax.random.key(seed))
+  return model, run_compiled(lambda k, b: init_variables(model, b, k), jax.random.key(seed),
+                             batch)
 
 
-def test_shapes_and_dtypes(data):
+def _apply(model, variables, batch):
+  return run_compiled(model.apply, variables, batch)
+
+
+@pytest.fixture(scope='module')
+def initialised(data):
+  """(model, variables) of the default MI-DPG at seed 0, for the tests that only read them."""
   c, ds, batch = data
-  model, variables = _init(c.model, ds, batch)
-  out = model.apply(variables, batch)
+  return _init(c.model, ds, batch)
+
+
+def test_shapes_and_dtypes(data, initialised):
+  c, ds, batch = data
+  model, variables = initialised
+  out = _apply(model, variables, batch)
   assert out['logits'].shape == (64,) and out['logits'].dtype == jnp.float32
   assert out['mi_bound'].shape == () and np.isfinite(float(out['mi_bound']))
   p = variables['params']
@@ -42,10 +59,10 @@ def test_shapes_and_dtypes(data):
   assert p['features']['embed_c0'].shape == (ds.spec.cat_vocab_sizes[0], c.model.embed_dim)
 
 
-def test_identity_at_initialisation_equals_plain_backbone(data):
+def test_identity_at_initialisation_equals_plain_backbone(data, initialised):
   """With M = 0 (its initial value), MI-DPG computes exactly the plain backbone MLP."""
   c, ds, batch = data
-  midpg, v = _init(c.model, ds, batch)
+  midpg, v = initialised
   plain_cfg = c.model.copy_and_resolve_references()
   plain_cfg.name = 'mlp'
   plain, pv = _init(plain_cfg, ds, batch, seed=1)
@@ -58,20 +75,20 @@ def test_identity_at_initialisation_equals_plain_backbone(data):
                                    'bias': p[f'layer_{l}']['bias']}
                     for l in range(len(c.model.hidden))}}
   assert jax.tree_util.tree_structure(copied) == jax.tree_util.tree_structure(pv['params'])
-  np.testing.assert_allclose(midpg.apply(v, batch)['logits'],
-                             plain.apply({'params': copied}, batch)['logits'], rtol=1e-5,
+  np.testing.assert_allclose(_apply(midpg, v, batch)['logits'],
+                             _apply(plain, {'params': copied}, batch)['logits'], rtol=1e-5,
                              atol=1e-6)
 
 
-def test_ragged_and_onehot_paths_agree(data):
+def test_ragged_and_onehot_paths_agree(data, initialised):
   c, ds, batch = data
-  model, v = _init(c.model, ds, batch)
+  model, v = initialised
   v = perturbed(v)  # non-zero M everywhere: the scenario paths differ from the plain backbone
   onehot_cfg = c.model.copy_and_resolve_references()
   onehot_cfg.scenario_matmul = 'onehot'
   onehot = build_model(onehot_cfg, ds.spec)
-  a = model.apply(v, batch)
-  b = onehot.apply(v, batch)
+  a = _apply(model, v, batch)
+  b = _apply(onehot, v, batch)
   np.testing.assert_allclose(a['logits'], b['logits'], rtol=1e-4, atol=1e-5)
   assert float(a['mi_bound']) == pytest.approx(float(b['mi_bound']), rel=1e-5)
 
@@ -86,17 +103,19 @@ def test_decomposed_path_equals_explicit_weights(data):
   from midpg_jax.models.midpg import ModulatedDense
   r, rs = cfg.midpg.rank, cfg.midpg.specific_rank
   layer = ModulatedDense(32, ds.spec.num_scenarios, r, rs)
-  h = jax.random.normal(jax.random.key(1), (5, 16))
-  scen = jnp.array([0, 1, 2, 3, 1])
-  core = jax.random.normal(jax.random.key(2), (5, r, r))
-  lv = perturbed(layer.init(jax.random.key(0), h, scen, core, 'instance'))
-  got = layer.apply(lv, h, scen, core, 'instance')
-  p = lv['params']
-  m = (jnp.einsum('ia,bac,co->bio', p['shared_in'], core, p['shared_out'])
-       + jnp.einsum('bik,bko->bio', p['specific_in'][scen], p['specific_out'][scen]))
-  want = jnp.einsum('bi,bio->bo', h, p['kernel'][None] * (1 + m)) + p['bias']
+  rng = np.random.default_rng(1)
+  h = rng.standard_normal((5, 16), np.float32)
+  scen = np.array([0, 1, 2, 3, 1])
+  core = rng.standard_normal((5, r, r), np.float32)
+  lv = perturbed(run_compiled(lambda k: layer.init(k, h, scen, core, 'instance'),
+                              jax.random.key(0)))
+  got = run_compiled(lambda lv: layer.apply(lv, h, scen, core, 'instance'), lv)
+  p = jax.tree.map(np.asarray, lv['params'])
+  m = (np.einsum('ia,bac,co->bio', p['shared_in'], core, p['shared_out'])
+       + np.einsum('bik,bko->bio', p['specific_in'][scen], p['specific_out'][scen]))
+  want = np.einsum('bi,bio->bo', h, p['kernel'][None] * (1 + m)) + p['bias']
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-  out = model.apply(v, batch)
+  out = _apply(model, v, batch)
   assert out['logits'].shape == (64,) and np.isfinite(np.asarray(out['logits'])).all()
 
 
@@ -105,7 +124,8 @@ def test_never_builds_batch_by_weight_tensor(data, generator_features):
   c, ds, batch = data
   cfg = c.model.copy_and_resolve_references()
   cfg.midpg.generator_features = generator_features
-  model, v = _init(cfg, ds, batch)
+  model = build_model(cfg, ds.spec)
+  v = jax.eval_shape(lambda k: init_variables(model, batch, k), jax.random.key(0))  # shapes only
   B = batch['scenario'].shape[0]
   widths = [len(ds.spec.cat_names) * cfg.embed_dim + ds.spec.num_dense, *cfg.hidden]
   forbidden = {(B, i, o) for i, o in zip(widths[:-1], widths[1:])}
@@ -125,12 +145,16 @@ def test_never_builds_batch_by_weight_tensor(data, generator_features):
 
 def test_ablation_switches_build_and_run(data):
   c, ds, batch = data
-  for overrides in ({'use_shared': False}, {'use_specific': False}, {'combine': 'replace'},
-                    {'mi_estimator': 'jsd'}, {'mi_estimator': 'mine'}, {'mi_estimator': 'none'}):
-    cfg = c.model.copy_and_resolve_references()
+  switches = ({'use_shared': False}, {'use_specific': False}, {'combine': 'replace'},
+              {'mi_estimator': 'jsd'}, {'mi_estimator': 'mine'}, {'mi_estimator': 'none'})
+  cfgs = [c.model.copy_and_resolve_references() for _ in switches]
+  for cfg, overrides in zip(cfgs, switches):
     cfg.midpg.update(overrides)
-    model, v = _init(cfg, ds, batch)
-    out = model.apply(v, batch)
+  models = [build_model(cfg, ds.spec) for cfg in cfgs]
+  # Every switch's init and forward pass in one program: one compilation, not six.
+  outs = run_compiled(lambda k, b: [m.apply(init_variables(m, b, k), b) for m in models],
+                      jax.random.key(0), batch)
+  for cfg, overrides, out in zip(cfgs, switches, outs):
     assert np.isfinite(np.asarray(out['logits'])).all(), overrides
     assert ('mi_bound' in out) == (cfg.midpg.mi_estimator != 'none')
 
@@ -165,7 +189,7 @@ def trained(data):
   c, ds, _ = data
   model = build_model(c.model, ds.spec)
   batches = [model_inputs(b) for b in pipeline.train_batches(ds.splits['train'], BATCH, 0, 0)]
-  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches[:STEPS])
+  stacked = jax.tree.map(lambda *xs: np.stack(xs), *batches[:STEPS])
   tx = optax.adam(3e-3)
 
   def fit(mi_weight, stacked):
@@ -181,32 +205,34 @@ def trained(data):
 
     return jax.lax.scan(step, (params, tx.init(params)), stacked)[0][0]
 
-  fit = jax.jit(fit).lower(0.0, stacked).compile({'xla_backend_optimization_level': 0})
+  fit = compiled(fit, 0.0, stacked)
   return model, stacked, {lam: fit(lam, stacked) for lam in (0.0, 0.1)}
 
 
 def _mi_grads(model, params, batch):
-  return jax.grad(lambda p: model.apply({'params': p}, batch)['mi_bound'])(params)
+  grads = run_compiled(jax.grad(lambda p, b: model.apply({'params': p}, b)['mi_bound']), params,
+                       batch)
+  return jax.tree.map(np.asarray, grads)
 
 
-def test_mi_gradient_reaches_q_and_b_at_identity_init(data):
+def test_mi_gradient_reaches_q_and_b_at_identity_init(data, initialised):
   """At M = 0 (Q = B = 0) the critic is linear in the sketch, so the MI term moves M at once."""
   c, ds, batch = data
-  model, v = _init(c.model, ds, batch)
+  model, v = initialised
   g = _mi_grads(model, v['params'], batch)
   for l in range(len(c.model.hidden)):
     for name in ('shared_out', 'specific_out'):
-      assert float(jnp.linalg.norm(g[f'layer_{l}'][name])) > 1e-2, (l, name)
+      assert float(np.linalg.norm(g[f'layer_{l}'][name])) > 1e-2, (l, name)
 
 
 def test_mi_gradient_reaches_generator_and_every_factor_after_training(trained):
   model, stacked, fits = trained
   batch = jax.tree.map(lambda a: a[-1], stacked)
   g = _mi_grads(model, fits[0.1], batch)
-  norms = {f'layer_{l}/{n}': float(jnp.linalg.norm(g[f'layer_{l}'][n]))
+  norms = {f'layer_{l}/{n}': float(np.linalg.norm(g[f'layer_{l}'][n]))
            for l in range(len(model.hidden))
            for n in ('shared_in', 'shared_out', 'specific_in', 'specific_out')}
-  norms['generator'] = float(jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(
+  norms['generator'] = float(np.sqrt(sum(np.sum(x ** 2) for x in jax.tree.leaves(
       g['generator']))))
   print(norms)
   # At initialisation P, A and the generator get exactly 0 from the MI term (Q = B = 0); after
@@ -217,7 +243,8 @@ def test_mi_gradient_reaches_generator_and_every_factor_after_training(trained):
 def test_mi_weight_raises_the_diversity_of_the_scenarios_weighting_matrices(trained):
   model, stacked, fits = trained
   batch = jax.tree.map(lambda a: a[-1], stacked)
-  out = {lam: model.apply({'params': p}, batch) for lam, p in fits.items()}
+  apply = compiled(lambda p, b: model.apply({'params': p}, b), fits[0.0], batch)
+  out = {lam: apply(p, batch) for lam, p in fits.items()}
   for l in range(len(model.hidden)):
     without, with_mi = (float(out[lam]['diagnostics'][f'diversity_l{l}']) for lam in (0.0, 0.1))
     print(l, without, with_mi)
@@ -229,50 +256,65 @@ def test_sketch_and_diversity_from_factors_equal_explicit_matrices():
   from midpg_jax.models.midpg import ModulatedDense
   S, r, d_in, d_out, K = 3, 2, 6, 5, 4
   layer = ModulatedDense(d_out, S, r, r)
-  h = jnp.ones((4, d_in))
-  core = jax.random.normal(jax.random.key(2), (4, r, r))
-  scen = jnp.array([0, 2, 2, 1])
-  lv = perturbed(layer.init(jax.random.key(0), h, scen, core, 'instance'))
+  rng = np.random.default_rng(2)
+  h = np.ones((4, d_in), np.float32)
+  core = rng.standard_normal((4, r, r), np.float32)
+  scen = np.array([0, 2, 2, 1])
+  lv = perturbed(run_compiled(lambda k: layer.init(k, h, scen, core, 'instance'),
+                              jax.random.key(0)))
   p = {k: lv['params'][n] for k, n in (('P', 'shared_in'), ('Q', 'shared_out'),
                                        ('A', 'specific_in'), ('B', 'specific_out'))}
-  u, v = jax.random.normal(jax.random.key(4), (K, d_in)), jax.random.normal(jax.random.key(5),
-                                                                            (K, d_out))
-  mean_core = jax.random.normal(jax.random.key(6), (S, r, r))
-  present = jnp.array([True, False, True])
-  sketch, diversity, rms = layer.apply(lv, p, core, scen, mean_core, present, u, v,
-                                       method=ModulatedDense.summary)
+  u, v = rng.standard_normal((K, d_in), np.float32), rng.standard_normal((K, d_out), np.float32)
+  mean_core = rng.standard_normal((S, r, r), np.float32)
+  present = np.array([True, False, True])
+  sketch, diversity, rms = run_compiled(
+      lambda lv, p, core, mean_core, u, v: layer.apply(lv, p, core, scen, mean_core, present, u,
+                                                       v, method=ModulatedDense.summary),
+      lv, p, core, mean_core, u, v)
+  p = jax.tree.map(np.asarray, p)
   m = p['P'] @ core @ p['Q'] + p['A'][scen] @ p['B'][scen]  # (4, d_in, d_out)
-  np.testing.assert_allclose(sketch, jnp.einsum('ki,nio,ko->nk', u, m, v), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(sketch, np.einsum('ki,nio,ko->nk', u, m, v), rtol=1e-4, atol=1e-5)
   ms = (p['P'] @ mean_core @ p['Q'] + p['A'] @ p['B']).reshape(S, -1)[np.array([0, 2])]
-  cos = float(ms[0] @ ms[1] / jnp.linalg.norm(ms[0]) / jnp.linalg.norm(ms[1]))
+  cos = float(ms[0] @ ms[1] / np.linalg.norm(ms[0]) / np.linalg.norm(ms[1]))
   assert float(diversity) == pytest.approx(1 - cos, rel=1e-4)
-  assert float(rms) == pytest.approx(float(jnp.sqrt(jnp.mean(ms ** 2))), rel=1e-4)
+  assert float(rms) == pytest.approx(float(np.sqrt(np.mean(ms ** 2))), rel=1e-4)
 
 
-def _initial_logit_std(model_cfg, ds, batch, seeds=4):
-  """Mean over `seeds` initialisations of the std of the initial logits over the batch."""
-  model = build_model(model_cfg, ds.spec)
-  std = lambda k: jnp.std(model.apply(init_variables(model, batch, k), batch)['logits'])
-  keys = jax.random.split(jax.random.key(0), seeds)
-  fn = jax.jit(jax.vmap(std)).lower(keys).compile({'xla_backend_optimization_level': 0})
-  return float(jnp.mean(fn(keys)))
-
-
-@pytest.mark.parametrize('overrides', [
+LOGIT_SCALE_SWITCHES = [
     {'combine': 'replace'}, {'combine': 'replace', 'use_shared': False},
     {'combine': 'replace', 'use_specific': False},
     {'combine': 'replace', 'generator_features': ('c5',)},
-    {'use_specific': False, 'generator_features': ('c5',)}, {'use_shared': False}])
-def test_initial_logit_scale_is_that_of_a_plain_mlp(data, overrides):
-  """Every combine / ablation switch starts at a plain MLP's logit scale (std within 3x; the
-  'replace' initialisation used to give ~1000x: Var(M) ~ 2 / r per layer instead of 1 / d_in)."""
+    {'use_specific': False, 'generator_features': ('c5',)}, {'use_shared': False}]
+
+
+@pytest.fixture(scope='module')
+def initial_logit_stds(data):
+  """{'mlp' or str(index in LOGIT_SCALE_SWITCHES): mean over 4 initialisations of the std of the
+  initial logits over a 512-row batch}, every model in one program (one compilation, not 12)."""
   c, ds, _ = data
   batch = model_inputs(next(pipeline.eval_batches(ds.splits['train'], 512)))
-  plain_cfg = c.model.copy_and_resolve_references()
-  plain_cfg.name = 'mlp'
-  cfg = c.model.copy_and_resolve_references()
-  cfg.midpg.update(overrides)
-  plain, got = (_initial_logit_std(m, ds, batch) for m in (plain_cfg, cfg))
+  cfgs = {'mlp': c.model.copy_and_resolve_references()}
+  cfgs['mlp'].name = 'mlp'
+  for i, overrides in enumerate(LOGIT_SCALE_SWITCHES):
+    cfgs[str(i)] = c.model.copy_and_resolve_references()
+    cfgs[str(i)].midpg.update(overrides)
+  models = {k: build_model(cfg, ds.spec) for k, cfg in cfgs.items()}
+
+  def stds(keys, batch):
+    def std(model, key):
+      return jnp.std(model.apply(init_variables(model, batch, key), batch)['logits'])
+    return {k: jnp.mean(jax.vmap(functools.partial(std, m))(keys)) for k, m in models.items()}
+
+  keys = jax.random.split(jax.random.key(0), 4)
+  return {k: float(v) for k, v in run_compiled(stds, keys, batch).items()}
+
+
+@pytest.mark.parametrize('overrides', LOGIT_SCALE_SWITCHES)
+def test_initial_logit_scale_is_that_of_a_plain_mlp(initial_logit_stds, overrides):
+  """Every combine / ablation switch starts at a plain MLP's logit scale (std within 3x; the
+  'replace' initialisation used to give ~1000x: Var(M) ~ 2 / r per layer instead of 1 / d_in)."""
+  plain = initial_logit_stds['mlp']
+  got = initial_logit_stds[str(LOGIT_SCALE_SWITCHES.index(overrides))]
   print(overrides, got, 'mlp', plain)
   assert plain / 3 < got < plain * 3, (overrides, got, plain)
 

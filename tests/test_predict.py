@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import run_compiled, small_config
 from midpg_jax import predict, xla_defaults
 from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.models import build_model
@@ -38,8 +38,8 @@ def _fake_run(name):
   model = build_model(cfg, SPEC)
   sample = {**_columns(8, 0), 'label': np.zeros(8, np.float32), 'weight': np.ones(8, np.float32)}
   # One compile for the whole initialisation (op by op, each op would compile on its own).
-  state = jax.jit(lambda: create_train_state(model, make_optimizer(c.train, total_steps=1),
-                                             sample, jax.random.key(0)))()
+  tx = make_optimizer(c.train, total_steps=1)
+  state = run_compiled(lambda k: create_train_state(model, tx, sample, k), jax.random.key(0))
   rng = np.random.default_rng(1)
   params = jax.tree_util.tree_map(
       lambda x: np.asarray(x) + 0.3 * rng.normal(size=x.shape).astype(np.float32), state.params)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import perturbed, small_config
+from conftest import perturbed, run_compiled, small_config
 from midpg_jax.data import load_dataset, pipeline
 from midpg_jax.models import build_model
 from midpg_jax.models.scenario_ops import (SCENARIO_MATMULS, make_routing, resolve_path,
@@ -16,7 +16,6 @@ from midpg_jax.train_state import model_inputs
 
 SCENARIO_MODELS = ('midpg', 'shared_bottom', 'mmoe', 'ple', 'hmoe', 'star', 'sar_net', 'm2m',
                    'hamur', 'apg')
-_FAST = {'xla_backend_optimization_level': 0}
 
 
 @pytest.fixture(scope='module')
@@ -34,21 +33,25 @@ def _config(c, name, path):
   return cfg
 
 
-def _outputs_and_grads(model, variables, batch):
-  """Training logits, new model state (partitioned-norm running moments) and the gradient of a
-  weighted sum of the training logits."""
+def _outputs_and_grads(models, variables, batch):
+  """{path: (training logits, new model state (partitioned-norm running moments), gradient of a
+  weighted sum of the training logits)} for every model of `models` ({path: model}), all paths
+  compiled as one program: one compilation instead of one per path (measured for MI-DPG: 10.2
+  CPU-s against 15.7)."""
   state = {k: v for k, v in variables.items() if k != 'params'}
 
-  def train_logits(params):
-    out, new_state = model.apply({'params': params, **state}, batch, train=True,
-                                 mutable=list(state))
-    return jnp.sum(out['logits'] * jnp.arange(1, 1 + out['logits'].shape[0])), (out, new_state)
+  def one_path(model, variables, batch):
+    def train_logits(params):
+      out, new_state = model.apply({'params': params, **state}, batch, train=True,
+                                   mutable=list(state))
+      return jnp.sum(out['logits'] * jnp.arange(1, 1 + out['logits'].shape[0])), (out, new_state)
 
-  def fn(variables):
     grads, (out, new_state) = jax.grad(train_logits, has_aux=True)(variables['params'])
     return out['logits'], new_state, grads
 
-  return jax.jit(fn).lower(variables).compile(_FAST)(variables)
+  return run_compiled(
+      lambda v, b: {path: one_path(model, v, b) for path, model in models.items()},
+      variables, batch)
 
 
 @pytest.mark.parametrize('name', SCENARIO_MODELS)
@@ -57,10 +60,11 @@ def test_every_path_gives_the_same_outputs_and_gradients(data, name):
   paths = [p for p in SCENARIO_MATMULS if p != 'auto']
   models = {p: build_model(_config(c, name, p), ds.spec) for p in paths}
   # Every parameter moved off its initial value, so no per-scenario weight is still shared.
-  variables = perturbed(jax.jit(models['onehot'].init)(jax.random.key(0), batch))
-  want = _outputs_and_grads(models['onehot'], variables, batch)
+  variables = perturbed(run_compiled(models['onehot'].init, jax.random.key(0), batch))
+  results = _outputs_and_grads(models, variables, batch)
+  want = results['onehot']
   for path in [p for p in paths if p != 'onehot']:  # onehot is the reference
-    got = _outputs_and_grads(models[path], variables, batch)
+    got = results[path]
     # float32 sums in another order: the tolerance is relative to the largest entry of the
     # output (logits / state / gradients), since some gradients are exactly 0 in exact arithmetic
     # and float32 noise in any order (HAMUR's adapter bias feeds a per-scenario mean subtraction).

@@ -22,7 +22,7 @@ from midpg_jax.models import build_model, mi_weight  # noqa: E402
 from midpg_jax.models.midpg import SCENARIO_MATMULS  # noqa: E402
 from midpg_jax.train_state import (TrainState, init_variables, make_optimizer,  # noqa: E402
                                    make_train_step)
-from conftest import parity_data  # noqa: E402
+from conftest import parity_data, run_compiled  # noqa: E402
 from reference import torch_midpg as tm  # noqa: E402
 
 RTOL, ATOL = 2e-4, 2e-5
@@ -62,7 +62,7 @@ def _jax_side(model, params, batch, mi_weight):
     out = model.apply({'params': p}, batch)
     loss, parts = objective.loss_fn(out, batch, mi_weight)
     return loss, out
-  (loss, out), grads = jax.jit(jax.value_and_grad(loss_of, has_aux=True))(params)
+  (loss, out), grads = run_compiled(jax.value_and_grad(loss_of, has_aux=True), params)
   return out, loss, grads
 
 

@@ -135,13 +135,14 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(one_epoch_run, tmp
 def test_row_sparse_embeddings_with_donated_state_train_and_resume_exactly(tmp_path):
   """The sparse path donates the state to the step (even on CPU): checkpoints, evaluation and
   resuming must still see valid buffers and give the uninterrupted result."""
-  c = small_config()
-  c.train.num_epochs = 1
+  # 16 steps, evaluated (and checkpointed) every 5; the first table has sparse_optim.MIN_ROWS
+  # rows or more, so it takes the row-sparse update (the small config's 2,000 rows did not).
+  c = tiny_config(vocab_sizes=(5_000, 500, 200, 100, 50, 20, 10, 5))
   c.train.sparse_embeddings = True
-  c.train.eval_every_steps = 30
   full = trainer.train_and_evaluate(c, str(tmp_path / 'full'))
-  assert trainer.train_and_evaluate(c, str(tmp_path / 'cut'), stop_after_steps=50) == {
-      'interrupted_at': 50}
+  # Cut between two checkpoints: steps 6-7 are redone from the one at step 5.
+  assert trainer.train_and_evaluate(c, str(tmp_path / 'cut'), stop_after_steps=7) == {
+      'interrupted_at': 7}
   resumed = trainer.train_and_evaluate(c, str(tmp_path / 'cut'))
   assert full['test']['overall']['auc'] > 0.5  # learns (one short epoch)
   np.testing.assert_allclose(resumed['test']['overall']['auc'], full['test']['overall']['auc'],
