@@ -241,19 +241,25 @@ class ScenarioMLP(nn.Module):
 
 
 def shared_input_experts(h: jax.Array, kernel: jax.Array) -> jax.Array:
-  """h (B, d) times each of the stacked kernels (K, d, w) -> (B, K, w), as ONE (B, d) x (d, K w)
-  matmul. The einsum 'bi,kio->bko' it replaces measured ~6x slower in MMoE's profile on CPU
-  (XLA made it K batched matmuls of a broadcast input at ~15-20 GFLOP/s, then transposed the
-  (K, B, w) result to (B, K, w), a third of the step's op time)."""
+  """h (B, d) times each of the stacked kernels (K, d, w) -> (K, B, w) expert-major, as ONE
+  (B, d) x (d, K w) matmul and one transpose. The einsum 'bi,kio->kbo' it replaces measured ~6x
+  slower in MMoE's profile on CPU (XLA made it K batched matmuls of a broadcast input at ~15-20
+  GFLOP/s)."""
   num, d, w = kernel.shape
   flat = h @ jnp.transpose(kernel, (1, 0, 2)).reshape(d, num * w)  # (B, K w), expert-minor
-  return flat.reshape(h.shape[0], num, w)
+  return jnp.transpose(flat.reshape(h.shape[0], num, w), (1, 0, 2))
 
 
 class ParallelMLP(nn.Module):
   """`num` independent MLPs (experts) evaluated at once with stacked kernels.
 
-  Input (B, d) (the same input for every expert) or (B, num, d); output (B, num, widths[-1]).
+  Input (B, d) (the same input for every expert) or (num, B, d) (one input per expert);
+  output (num, B, widths[-1]), EXPERT-MAJOR. Why that layout: XLA's CPU backend computes a
+  matmul batched over experts only with the batch axis leading, so a batch-major (B, num, w)
+  layer, 'bki,kio->bko', paid a (B, num, w) <-> (num, B, w) transpose of its input and output
+  in the forward and again in the backward pass (35 % of MMoE's op time). Expert-major, only the
+  first layer of a shared input transposes, once (`shared_input_experts`). A caller that needs
+  (B, num, w) swaps the axes itself.
   """
 
   num: int
@@ -267,10 +273,10 @@ class ParallelMLP(nn.Module):
       kernel = self.param(f'kernel_{i}', stacked_lecun, (self.num, h.shape[-1], w))
       bias = self.param(f'bias_{i}', nn.initializers.zeros, (self.num, w))
       if h.ndim == 2:
-        h = shared_input_experts(h, kernel)  # (B, num, w)
+        h = shared_input_experts(h, kernel)  # (num, B, w)
       else:
-        h = jnp.einsum('bki,kio->bko', h, kernel)
-      h = activation(self.act)(h + bias)
+        h = jnp.einsum('kbi,kio->kbo', h, kernel)  # (num, B, w): batch axis leading
+      h = activation(self.act)(h + bias[:, None, :])
       if self.dropout > 0:
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
     return h
