@@ -11,7 +11,7 @@ from conftest import perturbed, small_config
 from midpg_jax.data import load_dataset, pipeline
 from midpg_jax.models import build_model
 from midpg_jax.models.scenario_ops import (SCENARIO_MATMULS, ParallelMLP, make_routing,
-                                           resolve_path, tile_layout, tile_rows)
+                                           per_row, resolve_path, tile_layout, tile_rows)
 from midpg_jax.train_state import model_inputs
 
 SCENARIO_MODELS = ('midpg', 'shared_bottom', 'mmoe', 'ple', 'hmoe', 'star', 'sar_net', 'm2m',
@@ -120,3 +120,19 @@ def test_parallel_mlp_expert_major_equals_each_expert_on_its_own(shared_input):
   want_grads = jax.grad(loss(each_expert), argnums=(0, 1))(params, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                got_grads, want_grads)
+
+
+def test_tiled_per_row_and_scenario_sum_equal_plain_lookups_and_segment_sums():
+  """'tiled' looks tables up once per tile and sums per tile first (for speed); per row and per
+  scenario it must equal the plain gather / segment sum over the batch rows (padding excluded)."""
+  num_scen, batch, d = 5, 300, 3
+  rng = np.random.default_rng(0)
+  scenario = jnp.asarray(rng.integers(0, num_scen - 1, batch))  # scenario 4 absent
+  table = jnp.asarray(rng.standard_normal((num_scen, d)), jnp.float32)
+  x = jnp.asarray(rng.standard_normal((batch, d)), jnp.float32)
+  routing = make_routing(scenario, num_scen, 'tiled')
+  assert routing.layout.tile > 1 and routing.layout.rows.shape[0] > batch  # real tiles, padding
+  np.testing.assert_array_equal(routing.restore(per_row(table, routing, 2)), table[scenario])
+  in_order = routing.take_batch({'dense': x})['dense'] * routing.valid(x.dtype)[:, None]
+  np.testing.assert_allclose(routing.scenario_sum(in_order),
+                             jax.ops.segment_sum(x, scenario, num_scen), rtol=1e-5, atol=1e-5)

@@ -147,6 +147,18 @@ class Routing(NamedTuple):
   def one_hot(self, dtype=jnp.float32) -> jax.Array:
     return jax.nn.one_hot(self.scenario, self.num_scenarios, dtype=dtype)  # (N, S)
 
+  def scenario_sum(self, x: jax.Array) -> jax.Array:
+    """x (N, d) summed over each scenario's rows -> (S, d) (padding rows included: mask them).
+
+    'tiled': each tile holds one scenario's rows, so a sum within every tile (a reduction) and a
+    segment sum of the NT << N tile sums; a segment sum over the N rows is a scatter-add, which
+    XLA's CPU backend runs row by row."""
+    if self.method == 'tiled':
+      tile_scenario = self.layout.tile_scenario
+      tiles = x.reshape(tile_scenario.shape[0], -1, *x.shape[1:]).sum(axis=1)  # (NT, d)
+      return jax.ops.segment_sum(tiles, tile_scenario, self.num_scenarios)
+    return jax.ops.segment_sum(x, self.scenario, self.num_scenarios)
+
 
 def make_routing(scenario: jax.Array, num_scenarios: int, method: str) -> Routing:
   scenario = jnp.asarray(scenario, jnp.int32)
@@ -196,8 +208,15 @@ def scenario_matmul(h: jax.Array, w: jax.Array, routing: Routing) -> jax.Array:
 
 
 def per_row(table: jax.Array, routing: Routing, ndim: int) -> jax.Array:
-  """table (S, d) looked up per row and shaped to broadcast against a (N, ..., d) array."""
-  rows = table[routing.scenario]  # (N, d)
+  """table (S, d) looked up per row and shaped to broadcast against a (N, ..., d) array.
+
+  'tiled': one lookup per tile, repeated over its T rows (a broadcast XLA fuses into the
+  consumer; its gradient is a sum within each tile, not a scatter-add of N rows)."""
+  if routing.method == 'tiled':
+    tiles = table[routing.layout.tile_scenario]  # (NT, d)
+    rows = jnp.repeat(tiles, routing.layout.tile, axis=0)  # (N, d)
+  else:
+    rows = table[routing.scenario]  # (N, d)
   return rows.reshape(rows.shape[0], *([1] * (ndim - 2)), rows.shape[-1])
 def split_hidden(hidden: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
   """(bottom, top) of the shared widths: experts / shared layers use the bottom, towers the top.
