@@ -48,7 +48,10 @@ class MMoE(nn.Module):
     experts = ParallelMLP(self.num_experts, bottom, self.act, self.dropout,
                           name='experts')(x, train)  # (K, B, d), expert-major
     gate = ScenarioGate(self.num_experts, num_scen, name='gate')(x, routing)  # (B, K)
-    h = jnp.einsum('bk,kbd->bd', gate, experts)
+    # An elementwise product summed over the leading expert axis, not einsum 'bk,kbd->bd': XLA
+    # makes that a matmul batched over B of (1, K) x (K, d) rows, transposing the experts to
+    # (B, K, d) for it (and to (B, d, K) for the gate's gradient).
+    h = jnp.sum(gate.T[:, :, None] * experts, axis=0)  # (B, d)
     h = ScenarioMLP(top, num_scen, self.act, self.dropout, name='tower')(h, routing, train)
     logits = ScenarioDense(1, num_scen, name='output')(h, routing)[:, 0]
     return {'logits': routing.restore(logits)}

@@ -62,7 +62,7 @@ class SARNet(nn.Module):
                 for j in range(self.specific_experts)]
     experts = jnp.concatenate([shared, jnp.stack(specific, axis=0)], axis=0)  # (n + m, B, d_e)
     gate = ScenarioGate(experts.shape[0], num_scen, name='gate')(xs, routing)
-    h = jnp.einsum('be,ebd->bd', gate, experts)
+    h = jnp.sum(gate.T[:, :, None] * experts, axis=0)  # (B, d_e); as MMoE's mix (moe.py)
     h = MLP(top, self.act, self.dropout, name='tower')(h, train)
     logits = nn.Dense(1, name='output')(h)[:, 0]
     return {'logits': routing.restore(logits)}
