@@ -261,9 +261,8 @@ class ScenarioMLP(nn.Module):
 
 def shared_input_experts(h: jax.Array, kernel: jax.Array) -> jax.Array:
   """h (B, d) times each of the stacked kernels (K, d, w) -> (K, B, w) expert-major, as ONE
-  (B, d) x (d, K w) matmul and one transpose. The einsum 'bi,kio->kbo' it replaces measured ~6x
-  slower in MMoE's profile on CPU (XLA made it K batched matmuls of a broadcast input at ~15-20
-  GFLOP/s)."""
+  (B, d) x (d, K w) matmul and one transpose. An einsum 'bi,kio->bko' measured ~6x slower in
+  MMoE's profile on CPU (XLA made it K batched matmuls of a broadcast input at ~15-20 GFLOP/s)."""
   num, d, w = kernel.shape
   flat = h @ jnp.transpose(kernel, (1, 0, 2)).reshape(d, num * w)  # (B, K w), expert-minor
   return jnp.transpose(flat.reshape(h.shape[0], num, w), (1, 0, 2))
