@@ -10,8 +10,8 @@ import pytest
 from conftest import perturbed, run_compiled, small_config
 from midpg_jax.data import load_dataset, pipeline
 from midpg_jax.models import build_model
-from midpg_jax.models.scenario_ops import (SCENARIO_MATMULS, make_routing, resolve_path,
-                                           tile_layout, tile_rows)
+from midpg_jax.models.scenario_ops import (SCENARIO_MATMULS, ParallelMLP, make_routing,
+                                           per_row, resolve_path, tile_layout, tile_rows)
 from midpg_jax.train_state import model_inputs
 
 SCENARIO_MODELS = ('midpg', 'shared_bottom', 'mmoe', 'ple', 'hmoe', 'star', 'sar_net', 'm2m',
@@ -95,3 +95,48 @@ def test_auto_resolves_to_a_concrete_path_and_symbolic_batches_to_onehot():
   assert resolve_path('auto', 4096, 4) in SCENARIO_MATMULS[1:]
   assert resolve_path('tiled', None, 4) == 'onehot'
   assert make_routing(jnp.zeros((8,), jnp.int32), 4, 'auto').method == resolve_path('auto', 8, 4)
+
+
+@pytest.mark.parametrize('shared_input', [True, False])
+def test_parallel_mlp_expert_major_equals_each_expert_on_its_own(shared_input):
+  """ParallelMLP computes expert-major (K, B, w) for speed; it must equal each expert's plain MLP
+  (its own kernel slices, batch-major), forward and gradients (parameters and input)."""
+  num, widths, batch, d = 3, (5, 4), 6, 7
+  mlp = ParallelMLP(num, widths)
+  shape = (batch, d) if shared_input else (num, batch, d)
+  x = jax.random.normal(jax.random.key(1), shape)
+  params = perturbed(mlp.init(jax.random.key(0), x))['params']
+
+  def each_expert(params, x):  # (K, B, w): expert k's MLP on its input, one at a time
+    outs = []
+    for k in range(num):
+      h = x if shared_input else x[k]
+      for i in range(len(widths)):
+        h = jax.nn.relu(h @ params[f'kernel_{i}'][k] + params[f'bias_{i}'][k])
+      outs.append(h)
+    return jnp.stack(outs)
+
+  weights = jax.random.normal(jax.random.key(2), (num, batch, widths[-1]))
+  loss = lambda f: lambda p, x: jnp.sum(weights * f(p, x))  # noqa: E731
+  got = mlp.apply({'params': params}, x)
+  np.testing.assert_allclose(got, each_expert(params, x), rtol=1e-5, atol=1e-6)
+  got_grads = jax.grad(loss(lambda p, x: mlp.apply({'params': p}, x)), argnums=(0, 1))(params, x)
+  want_grads = jax.grad(loss(each_expert), argnums=(0, 1))(params, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               got_grads, want_grads)
+
+
+def test_tiled_per_row_and_scenario_sum_equal_plain_lookups_and_segment_sums():
+  """'tiled' looks tables up once per tile and sums per tile first (for speed); per row and per
+  scenario it must equal the plain gather / segment sum over the batch rows (padding excluded)."""
+  num_scen, batch, d = 5, 300, 3
+  rng = np.random.default_rng(0)
+  scenario = jnp.asarray(rng.integers(0, num_scen - 1, batch))  # scenario 4 absent
+  table = jnp.asarray(rng.standard_normal((num_scen, d)), jnp.float32)
+  x = jnp.asarray(rng.standard_normal((batch, d)), jnp.float32)
+  routing = make_routing(scenario, num_scen, 'tiled')
+  assert routing.layout.tile > 1 and routing.layout.rows.shape[0] > batch  # real tiles, padding
+  np.testing.assert_array_equal(routing.restore(per_row(table, routing, 2)), table[scenario])
+  in_order = routing.take_batch({'dense': x})['dense'] * routing.valid(x.dtype)[:, None]
+  np.testing.assert_allclose(routing.scenario_sum(in_order),
+                             jax.ops.segment_sum(x, scenario, num_scen), rtol=1e-5, atol=1e-5)

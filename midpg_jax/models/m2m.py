@@ -72,7 +72,9 @@ class M2M(nn.Module):
     z = MLP((self.scenario_embed_dim,), self.act, name='scenario_knowledge')(scen)  # (S, d_z)
     bottom, top = split_hidden(self.hidden)
     experts = ParallelMLP(self.num_experts, bottom, self.act, self.dropout,
-                          name='experts')(x, train)  # (B, K, d_e)
+                          name='experts')(x, train)  # (K, B, d_e), expert-major
+    # Row-major for the meta units: scenario_matmul routes along the leading (row) axis.
+    experts = jnp.swapaxes(experts, 0, 1)  # (B, K, d_e)
     a = act(MetaUnit(self.attention_dim, name='meta_attention')(experts, z, routing))
     scores = nn.Dense(1, use_bias=False, name='attention_v')(a)[..., 0]  # (B, K)
     h = jnp.einsum('bk,bkd->bd', jax.nn.softmax(scores, axis=-1), experts)

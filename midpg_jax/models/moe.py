@@ -46,9 +46,12 @@ class MMoE(nn.Module):
     x, routing = embed_and_route(self, batch)
     bottom, top = split_hidden(self.hidden)
     experts = ParallelMLP(self.num_experts, bottom, self.act, self.dropout,
-                          name='experts')(x, train)  # (B, K, d)
+                          name='experts')(x, train)  # (K, B, d), expert-major
     gate = ScenarioGate(self.num_experts, num_scen, name='gate')(x, routing)  # (B, K)
-    h = jnp.einsum('bk,bkd->bd', gate, experts)
+    # An elementwise product summed over the leading expert axis, not einsum 'bk,kbd->bd': XLA
+    # makes that a matmul batched over B of (1, K) x (K, d) rows, transposing the experts to
+    # (B, K, d) for it (and to (B, d, K) for the gate's gradient).
+    h = jnp.sum(gate.T[:, :, None] * experts, axis=0)  # (B, d)
     h = ScenarioMLP(top, num_scen, self.act, self.dropout, name='tower')(h, routing, train)
     logits = ScenarioDense(1, num_scen, name='output')(h, routing)[:, 0]
     return {'logits': routing.restore(logits)}
@@ -184,17 +187,18 @@ class HMoE(nn.Module):
     x, routing = embed_and_route(self, batch)
     bottom, top = split_hidden(self.hidden)
     experts = ParallelMLP(self.num_experts, bottom, self.act, self.dropout,
-                          name='experts')(x, train)  # (B, K, d)
+                          name='experts')(x, train)  # (K, B, d), expert-major
     gate_kernel = self.param('gates_kernel', stacked_lecun, (num_scen, x.shape[-1],
                                                              self.num_experts))
     gate_bias = self.param('gates_bias', nn.initializers.zeros, (num_scen, self.num_experts))
     gates = jax.nn.softmax(jnp.einsum('bi,sik->bsk', x, gate_kernel) + gate_bias)  # (B, S, K)
-    h = jnp.einsum('bsk,bkd->bsd', gates, experts)  # every scenario's mixture
-    # Every scenario's tower on every example: stacked kernels over the scenario axis.
-    h = ParallelMLP(num_scen, top, self.act, self.dropout, name='towers')(h, train)
+    h = jnp.einsum('bsk,kbd->sbd', gates, experts)  # (S, B, d) every scenario's mixture
+    # Every scenario's tower on every example: stacked kernels over the scenario axis, in the
+    # scenario-major layout ParallelMLP computes in.
+    h = ParallelMLP(num_scen, top, self.act, self.dropout, name='towers')(h, train)  # (S, B, w)
     out_kernel = self.param('output_kernel', stacked_lecun, (num_scen, h.shape[-1], 1))
     out_bias = self.param('output_bias', nn.initializers.zeros, (num_scen,))
-    scores = jnp.einsum('bsi,sio->bso', h, out_kernel)[..., 0] + out_bias  # (B, S)
+    scores = jnp.einsum('sbi,sio->bs', h, out_kernel) + out_bias  # (B, S)
     own = routing.one_hot(scores.dtype)
     scores = own * scores + (1.0 - own) * jax.lax.stop_gradient(scores)
     mix = ScenarioGate(num_scen, num_scen, name='explicit_gate')(x, routing)  # (B, S)

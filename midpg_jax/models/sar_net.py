@@ -56,13 +56,13 @@ class SARNet(nn.Module):
     xs = x * per_row(w, routing, 2) + per_row(b, routing, 2)
     bottom, top = split_hidden(self.hidden)
     shared = ParallelMLP(self.num_experts, bottom, self.act, self.dropout,
-                         name='shared_experts')(xs, train)  # (B, n, d_e)
+                         name='shared_experts')(xs, train)  # (n, B, d_e), expert-major
     specific = [ScenarioMLP(bottom, num_scen, self.act, self.dropout,
                             name=f'specific_expert_{j}')(xs, routing, train)
                 for j in range(self.specific_experts)]
-    experts = jnp.concatenate([shared, jnp.stack(specific, axis=1)], axis=1)  # (B, n + m, d_e)
-    gate = ScenarioGate(experts.shape[1], num_scen, name='gate')(xs, routing)
-    h = jnp.einsum('be,bed->bd', gate, experts)
+    experts = jnp.concatenate([shared, jnp.stack(specific, axis=0)], axis=0)  # (n + m, B, d_e)
+    gate = ScenarioGate(experts.shape[0], num_scen, name='gate')(xs, routing)
+    h = jnp.sum(gate.T[:, :, None] * experts, axis=0)  # (B, d_e); as MMoE's mix (moe.py)
     h = MLP(top, self.act, self.dropout, name='tower')(h, train)
     logits = nn.Dense(1, name='output')(h)[:, 0]
     return {'logits': routing.restore(logits)}

@@ -147,6 +147,18 @@ class Routing(NamedTuple):
   def one_hot(self, dtype=jnp.float32) -> jax.Array:
     return jax.nn.one_hot(self.scenario, self.num_scenarios, dtype=dtype)  # (N, S)
 
+  def scenario_sum(self, x: jax.Array) -> jax.Array:
+    """x (N, d) summed over each scenario's rows -> (S, d) (padding rows included: mask them).
+
+    'tiled': each tile holds one scenario's rows, so a sum within every tile (a reduction) and a
+    segment sum of the NT << N tile sums; a segment sum over the N rows is a scatter-add, which
+    XLA's CPU backend runs row by row."""
+    if self.method == 'tiled':
+      tile_scenario = self.layout.tile_scenario
+      tiles = x.reshape(tile_scenario.shape[0], -1, *x.shape[1:]).sum(axis=1)  # (NT, d)
+      return jax.ops.segment_sum(tiles, tile_scenario, self.num_scenarios)
+    return jax.ops.segment_sum(x, self.scenario, self.num_scenarios)
+
 
 def make_routing(scenario: jax.Array, num_scenarios: int, method: str) -> Routing:
   scenario = jnp.asarray(scenario, jnp.int32)
@@ -196,16 +208,21 @@ def scenario_matmul(h: jax.Array, w: jax.Array, routing: Routing) -> jax.Array:
 
 
 def per_row(table: jax.Array, routing: Routing, ndim: int) -> jax.Array:
-  """table (S, d) looked up per row and shaped to broadcast against a (N, ..., d) array."""
+  """table (S, d) looked up per row and shaped to broadcast against a (N, ..., d) array.
+
+  'tiled': one lookup per tile, repeated over its T rows (a broadcast XLA fuses into the
+  consumer; its gradient is a sum within each tile, not a scatter-add of N rows; a per-row gather
+  measured ~2x slower, forward and backward)."""
   if routing.method == 'tiled':
-    # One lookup per tile, repeated over its rows: XLA fuses the repeat into the consumer, and the
-    # backward sums within tiles before the scatter (a per-row gather measured ~2x slower, fwd+bwd).
-    rows = jnp.repeat(table[routing.layout.tile_scenario], routing.layout.tile, axis=0)  # (N, d)
+    tiles = table[routing.layout.tile_scenario]  # (NT, d)
+    rows = jnp.repeat(tiles, routing.layout.tile, axis=0)  # (N, d)
   elif routing.method == ONE_SCENARIO:
     rows = table[routing.scenario[0]][None]  # (1, d): every row has this scenario
   else:
     rows = table[routing.scenario]  # (N, d)
   return rows.reshape(rows.shape[0], *([1] * (ndim - 2)), rows.shape[-1])
+
+
 def split_hidden(hidden: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
   """(bottom, top) of the shared widths: experts / shared layers use the bottom, towers the top.
 
@@ -248,19 +265,24 @@ class ScenarioMLP(nn.Module):
 
 
 def shared_input_experts(h: jax.Array, kernel: jax.Array) -> jax.Array:
-  """h (B, d) times each of the stacked kernels (K, d, w) -> (B, K, w), as ONE (B, d) x (d, K w)
-  matmul. The einsum 'bi,kio->bko' it replaces measured ~6x slower in MMoE's profile on CPU
-  (XLA made it K batched matmuls of a broadcast input at ~15-20 GFLOP/s, then transposed the
-  (K, B, w) result to (B, K, w), a third of the step's op time)."""
+  """h (B, d) times each of the stacked kernels (K, d, w) -> (K, B, w) expert-major, as ONE
+  (B, d) x (d, K w) matmul and one transpose. An einsum 'bi,kio->bko' measured ~6x slower in
+  MMoE's profile on CPU (XLA made it K batched matmuls of a broadcast input at ~15-20 GFLOP/s)."""
   num, d, w = kernel.shape
   flat = h @ jnp.transpose(kernel, (1, 0, 2)).reshape(d, num * w)  # (B, K w), expert-minor
-  return flat.reshape(h.shape[0], num, w)
+  return jnp.transpose(flat.reshape(h.shape[0], num, w), (1, 0, 2))
 
 
 class ParallelMLP(nn.Module):
   """`num` independent MLPs (experts) evaluated at once with stacked kernels.
 
-  Input (B, d) (the same input for every expert) or (B, num, d); output (B, num, widths[-1]).
+  Input (B, d) (the same input for every expert) or (num, B, d) (one input per expert);
+  output (num, B, widths[-1]), EXPERT-MAJOR. Why that layout: XLA's CPU backend computes a
+  matmul batched over experts only with the batch axis leading, so a batch-major (B, num, w)
+  layer, 'bki,kio->bko', paid a (B, num, w) <-> (num, B, w) transpose of its input and output
+  in the forward and again in the backward pass (35 % of MMoE's op time). Expert-major, only the
+  first layer of a shared input transposes, once (`shared_input_experts`). A caller that needs
+  (B, num, w) swaps the axes itself.
   """
 
   num: int
@@ -274,10 +296,10 @@ class ParallelMLP(nn.Module):
       kernel = self.param(f'kernel_{i}', stacked_lecun, (self.num, h.shape[-1], w))
       bias = self.param(f'bias_{i}', nn.initializers.zeros, (self.num, w))
       if h.ndim == 2:
-        h = shared_input_experts(h, kernel)  # (B, num, w)
+        h = shared_input_experts(h, kernel)  # (num, B, w)
       else:
-        h = jnp.einsum('bki,kio->bko', h, kernel)
-      h = activation(self.act)(h + bias)
+        h = jnp.einsum('kbi,kio->kbo', h, kernel)  # (num, B, w): batch axis leading
+      h = activation(self.act)(h + bias[:, None, :])
       if self.dropout > 0:
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
     return h

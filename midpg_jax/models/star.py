@@ -49,13 +49,13 @@ class PartitionedNorm(nn.Module):
     scenario_bias = self.param('scenario_bias', nn.initializers.zeros, (num_scen, d))
     ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (num_scen, d))
     ra_var = self.variable('batch_stats', 'var', jnp.ones, (num_scen, d))
-    s = routing.scenario
     if train:
       n = jnp.maximum(routing.counts, 1)[:, None].astype(x.dtype)
       valid = routing.valid(x.dtype)  # padding rows of the 'tiled' path count for nothing
       keep = (lambda v: v) if valid is None else (lambda v: v * valid[:, None])
-      mean = jax.ops.segment_sum(keep(x), s, num_scen) / n  # (S, d)
-      var = jax.ops.segment_sum(keep(jnp.square(x - mean[s])), s, num_scen) / n
+      mean = routing.scenario_sum(keep(x)) / n  # (S, d)
+      centred = x - per_row(mean, routing, 2)  # (N, d)
+      var = routing.scenario_sum(keep(jnp.square(centred))) / n
       if not self.is_initializing():
         present = (routing.counts > 0)[:, None]
         m = self.momentum
@@ -63,8 +63,10 @@ class PartitionedNorm(nn.Module):
         ra_var.value = jnp.where(present, m * ra_var.value + (1 - m) * var, ra_var.value)
     else:
       mean, var = ra_mean.value, ra_var.value
-    y = (x - mean[s]) * jax.lax.rsqrt(var[s] + self.epsilon)
-    return y * (scale * scenario_scale[s]) + (bias + scenario_bias[s])
+      centred = x - per_row(mean, routing, 2)
+    # Per scenario (S, d) first, then one lookup each: y = (x - E_s) a_s + b_s.
+    row_scale = jax.lax.rsqrt(var + self.epsilon) * (scale * scenario_scale)  # (S, d)
+    return centred * per_row(row_scale, routing, 2) + per_row(bias + scenario_bias, routing, 2)
 
 
 class StarDense(nn.Module):
@@ -107,7 +109,9 @@ class STAR(nn.Module):
       if self.dropout > 0:
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
     main = StarDense(1, num_scen, name='star_output')(h, routing)[:, 0]
+    # The auxiliary network reads the scenario only: run it once per scenario (S rows, not N)
+    # and look its logit up per row.
     z = ScenarioEmbedding(num_scen, self.scenario_embed_dim, name='scenario_embed')(
-        routing.scenario)
+        jnp.arange(num_scen))  # (S, d_z)
     aux = nn.Dense(1, name='aux_output')(MLP(tuple(self.aux_hidden), self.act, name='aux')(z))
-    return {'logits': routing.restore(main + aux[:, 0])}
+    return {'logits': routing.restore(main + per_row(aux, routing, 2)[:, 0])}
