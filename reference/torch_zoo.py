@@ -89,7 +89,8 @@ class Bind(NamedTuple):
     value = np.asarray(value, np.float32)
     parts = value.reshape(-1, *value.shape[len(self.lead):]) if self.lead else [value]
     for p, v in zip(self.params, parts, strict=True):
-      t = torch.from_numpy(np.ascontiguousarray(v.T if self.transpose else v))
+      # A copy: JAX's host arrays are read-only, and torch warns on non-writable arrays.
+      t = torch.from_numpy(np.array(v.T if self.transpose else v, order='C', copy=True))
       if t.shape != p.shape:
         raise ValueError(f'flax {tuple(t.shape)} vs torch {tuple(p.shape)}')
       p.copy_(t)
