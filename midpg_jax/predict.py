@@ -28,7 +28,6 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from midpg_jax import xla_defaults
-
 from midpg_jax.errors import DataError
 
 OUTPUT_FORMATS = ('.csv', '.parquet')

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.models.layers import activation
 from midpg_jax.models.scenario_ops import (ParallelMLP, ScenarioDense, ScenarioGate, ScenarioMLP,
-                                           StackedWeights, embed_and_route, per_row,
+                                           StackedWeights, embed_and_route, mix_experts, per_row,
                                            scenario_matmul, split_hidden, stacked_lecun)
 
 
@@ -48,10 +48,7 @@ class MMoE(nn.Module):
     experts = ParallelMLP(self.num_experts, bottom, self.act, self.dropout,
                           name='experts')(x, train)  # (K, B, d), expert-major
     gate = ScenarioGate(self.num_experts, num_scen, name='gate')(x, routing)  # (B, K)
-    # An elementwise product summed over the leading expert axis, not einsum 'bk,kbd->bd': XLA
-    # makes that a matmul batched over B of (1, K) x (K, d) rows, transposing the experts to
-    # (B, K, d) for it (and to (B, d, K) for the gate's gradient).
-    h = jnp.sum(gate.T[:, :, None] * experts, axis=0)  # (B, d)
+    h = mix_experts(gate, experts)  # (B, d)
     h = ScenarioMLP(top, num_scen, self.act, self.dropout, name='tower')(h, routing, train)
     logits = ScenarioDense(1, num_scen, name='output')(h, routing)[:, 0]
     return {'logits': routing.restore(logits)}

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.models.layers import MLP
 from midpg_jax.models.scenario_ops import (ParallelMLP, ScenarioGate, ScenarioMLP, embed_and_route,
-                                           per_row, split_hidden)
+                                           mix_experts, per_row, split_hidden)
 
 
 class SARNet(nn.Module):
@@ -62,7 +62,7 @@ class SARNet(nn.Module):
                 for j in range(self.specific_experts)]
     experts = jnp.concatenate([shared, jnp.stack(specific, axis=0)], axis=0)  # (n + m, B, d_e)
     gate = ScenarioGate(experts.shape[0], num_scen, name='gate')(xs, routing)
-    h = jnp.sum(gate.T[:, :, None] * experts, axis=0)  # (B, d_e); as MMoE's mix (moe.py)
+    h = mix_experts(gate, experts)  # (B, d_e)
     h = MLP(top, self.act, self.dropout, name='tower')(h, train)
     logits = nn.Dense(1, name='output')(h)[:, 0]
     return {'logits': routing.restore(logits)}

@@ -305,6 +305,14 @@ class ParallelMLP(nn.Module):
     return h
 
 
+def mix_experts(gate: jax.Array, experts: jax.Array) -> jax.Array:
+  """gate (B, K) mixing expert-major experts (K, B, d) -> (B, d), as an elementwise product
+  summed over the leading expert axis, not einsum 'bk,kbd->bd': XLA makes that a matmul batched
+  over B of (1, K) x (K, d) rows, transposing the experts to (B, K, d) for it (and to (B, d, K)
+  for the gate's gradient)."""
+  return jnp.sum(gate.T[:, :, None] * experts, axis=0)
+
+
 class StackedWeights(nn.Module):
   """A layer's kernel and bias, returned instead of applied, under the names and initialisers of
   the layer it stands for (a `ParallelMLP` layer: (num, d_in, w) kernel; an `nn.Dense`: (d_in, w)),
