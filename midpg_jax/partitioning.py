@@ -27,6 +27,7 @@ A single device is the 1 x 1 mesh: the same code path, the same numbers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -374,16 +375,28 @@ class Partitioner:
     # Donation lets XLA update the state in place. On CPU it slowed dense steps down, but the
     # row-sparse optimizer needs it (`force`): without it every step copies the whole tables and
     # the step time grows with the vocabulary again (python -m midpg_jax.speed --vocab-sweep).
-    return (0,) if force or jax.default_backend() != 'cpu' else ()
+    return (0,) if force or self.mesh.devices.flat[0].platform != 'cpu' else ()
+
+  def in_mesh(self, step: Callable) -> Callable:
+    """`step` traced with this mesh as the context mesh, so the models see how many `data`
+    shards the batch has and route each shard's rows on its own device
+    (`scenario_ops.per_shard`)."""
+    @functools.wraps(step)
+    def traced(*args):
+      with jax.sharding.use_abstract_mesh(self.mesh.abstract_mesh):
+        return step(*args)
+    return traced
 
   def jit_train_step(self, train_step: Callable, state_shardings,
                      donate_state: bool = False) -> Callable:
-    return jax.jit(train_step, in_shardings=(state_shardings, self.batch_sharding),
+    return jax.jit(self.in_mesh(train_step),
+                   in_shardings=(state_shardings, self.batch_sharding),
                    out_shardings=(state_shardings, self.replicated),
                    donate_argnums=self._donate(donate_state))
 
   def jit_predict_step(self, predict_step: Callable, state_shardings) -> Callable:
-    return jax.jit(predict_step, in_shardings=(state_shardings, self.batch_sharding),
+    return jax.jit(self.in_mesh(predict_step),
+                   in_shardings=(state_shardings, self.batch_sharding),
                    out_shardings=self.batch_sharding)
 
   # -- reporting --------------------------------------------------------------------------------

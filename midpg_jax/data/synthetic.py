@@ -183,10 +183,15 @@ def generate(cfg) -> tuple[FeatureSpec, dict[str, Columns]]:
   if min_count > 1:
     _threshold_rare_ids(splits, min_count)
 
-  spec = FeatureSpec(
-      cat_names=tuple(f'c{f}' for f in range(num_fields)),
-      cat_vocab_sizes=vocab_sizes,
+  return feature_spec(cfg), splits
+
+
+def feature_spec(cfg) -> FeatureSpec:
+  """The schema of the dataset `cfg` describes, without generating it (ahead-of-time compiles
+  of configs with vocabularies too large to generate here, midpg_jax/aot)."""
+  return FeatureSpec(
+      cat_names=tuple(f'c{f}' for f in range(len(cfg.vocab_sizes))),
+      cat_vocab_sizes=tuple(int(v) for v in cfg.vocab_sizes),
       dense_names=tuple(f'd{j}' for j in range(int(cfg.num_dense))),
-      scenario_names=tuple(f'scenario_{s}' for s in range(num_scen)),
+      scenario_names=tuple(f'scenario_{s}' for s in range(int(cfg.num_scenarios))),
   )
-  return spec, splits

@@ -35,8 +35,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from midpg_jax.models.layers import FeatureEmbedding, activation, scenario_counts
+from jax.sharding import PartitionSpec as P
+
 from midpg_jax.errors import ConfigError
+from midpg_jax.models.layers import FeatureEmbedding, activation, scenario_counts
 
 SCENARIO_MATMULS = ('auto', 'tiled', 'ragged', 'onehot', 'masked')
 # For batches whose rows all have one scenario (see the module docstring); a model given mixed
@@ -81,17 +83,21 @@ def tile_rows(batch_size: int, num_scenarios: int) -> int:
 
 
 class TileLayout(NamedTuple):
-  """Scenario-sorted rows padded to whole tiles."""
+  """Scenario-sorted rows padded to whole tiles, laid out per data shard: shard g's tiles hold
+  only its own rows, and every index below is local to its shard (a shard's rows are rows
+  [g B/G, (g + 1) B/G) of the batch, its tiles tiles [g NT/G, (g + 1) NT/G))."""
 
-  rows: jax.Array  # (NT * T,) the batch row at each padded position (row 0 for padding)
-  position: jax.Array  # (B,) the padded position of each batch row
+  rows: jax.Array  # (NT * T,) the shard's row at each padded position (row 0 for padding)
+  position: jax.Array  # (B,) the padded position of each row within its shard
   tile_scenario: jax.Array  # (NT,) the scenario of each tile (padding-only tiles: S - 1)
   valid: jax.Array  # (NT * T,) bool, False at padding positions
+  shard_counts: jax.Array  # (G * S,) rows per scenario in each shard ('ragged' group sizes)
   tile: int  # T
 
 
 def tile_layout(scenario: jax.Array, num_scenarios: int, tile: int) -> TileLayout:
-  """Static-shape layout: NT = (B + S (T - 1)) // T tiles always hold every scenario's rows.
+  """Static-shape layout of one shard: NT = (B + S (T - 1)) // T tiles always hold every
+  scenario's rows.
 
   Sort-free (XLA's CPU sort is slow): a row's place within its scenario is a running count.
   """
@@ -108,41 +114,98 @@ def tile_layout(scenario: jax.Array, num_scenarios: int, tile: int) -> TileLayou
   rows = jnp.zeros((num_tiles * tile,), jnp.int32).at[position].set(
       jnp.arange(batch, dtype=jnp.int32))
   valid = jnp.zeros((num_tiles * tile,), bool).at[position].set(True)
-  tile_scenario = jnp.minimum(jnp.searchsorted(tile_end, jnp.arange(num_tiles), side='right'),
-                              num_scenarios - 1).astype(jnp.int32)
-  return TileLayout(rows, position, tile_scenario, valid, tile)
+  # searchsorted(tile_end, t, side='right') as a (NT, S) comparison (jnp.searchsorted fails to
+  # trace inside shard_map in jax 0.10.2).
+  ends_before = jnp.sum(tile_end[None, :] <= jnp.arange(num_tiles)[:, None], axis=1)
+  tile_scenario = jnp.minimum(ends_before, num_scenarios - 1).astype(jnp.int32)
+  return TileLayout(rows, position, tile_scenario, valid, counts.astype(jnp.int32), tile)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data shards. Under a mesh whose `data` axis splits the batch over G devices, everything that
+# reorders rows (the layout, gathering the batch into it, gathering the results back) runs on
+# each device's own rows, inside `jax.shard_map`: XLA's SPMD partitioner cannot sort or gather a
+# sharded dimension locally, and gathered the whole global batch onto every device instead (every
+# chip computed all B rows). The per-scenario matmuls between them need no shard_map: their
+# leading tile axis is sharded like the rows, and replicated weights gathered per tile are local.
+
+DATA_AXIS = 'data'
+
+
+def data_shards() -> int:
+  """G: the devices the batch's rows are split over, the `data` axis of the mesh this step is
+  traced under (`Partitioner` sets it; 1 outside a mesh, e.g. a plain jit or an export)."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or DATA_AXIS not in mesh.axis_names:
+    return 1
+  return int(mesh.shape[DATA_AXIS])
+
+
+def per_shard(fn, *args, replicated: tuple[int, ...] = ()):
+  """fn applied to every data shard of `args` (pytrees of arrays split on their leading axis;
+  the positions in `replicated` are whole on every shard); outputs concatenated on their leading
+  axis. Without data shards, just fn(*args)."""
+  if data_shards() == 1:
+    return fn(*args)
+  specs = tuple(P() if i in replicated else P(DATA_AXIS) for i in range(len(args)))
+  return jax.shard_map(fn, in_specs=specs, out_specs=P(DATA_AXIS), axis_names={DATA_AXIS})(*args)
+
+
+@jax.custom_vjp
+def _unsort(y: jax.Array, position: jax.Array, rows: jax.Array, valid: jax.Array) -> jax.Array:
+  return y[position]
+
+
+def _unsort_fwd(y, position, rows, valid):
+  return y[position], (rows, valid)
+
+
+def _unsort_bwd(res, dy):
+  # The layout is a bijection between the real rows and the valid padded positions, so the
+  # gradient is a gather of the batch-order cotangents (zero at padding), not the scatter-add a
+  # gather's transpose would be (XLA's CPU backend runs scatters row by row).
+  rows, valid = res
+  mask = valid.reshape(valid.shape + (1,) * (dy.ndim - 1))
+  return jnp.where(mask, dy[rows], 0).astype(dy.dtype), None, None, None
+
+
+_unsort.defvjp(_unsort_fwd, _unsort_bwd)
 
 
 class Routing(NamedTuple):
   """Which scenario each row of the model's (possibly reordered, padded) batch belongs to."""
 
   scenario: jax.Array  # (N,) int32, in the order the model computes in
-  counts: jax.Array  # (S,) rows per scenario (padding excluded)
+  counts: jax.Array  # (S,) rows per scenario in the whole batch (padding excluded)
   layout: TileLayout | None  # 'tiled' / 'ragged'; None: batch order ('onehot', 'masked')
   num_scenarios: int
   method: str  # the resolved path
+  shards: int = 1  # G data shards, each routed on its own (`per_shard`)
 
   def take_batch(self, batch):
     """The model inputs of `batch` in the model's row order (ids before the embedding lookup:
     cheap to gather)."""
     if self.layout is None:
       return batch
-    rows = self.layout.rows
-    out = dict(batch)
-    for key in ('cat', 'dense', 'scenario'):
-      if key in batch:
-        out[key] = jnp.asarray(batch[key])[rows]
-    if 'multi' in batch:
-      out['multi'] = {k: jnp.asarray(v)[rows] for k, v in batch['multi'].items()}
-    return out
+    inputs = {k: batch[k] for k in ('cat', 'dense', 'scenario', 'multi') if k in batch}
+    gathered = per_shard(lambda rows, x: jax.tree.map(lambda v: jnp.asarray(v)[rows], x),
+                         self.layout.rows, inputs)
+    return {**batch, **gathered}
 
   def restore(self, y: jax.Array) -> jax.Array:
     """A per-row result (N, ...) back in batch order (B, ...); padding rows dropped."""
-    return y if self.layout is None else y[self.layout.position]
+    if self.layout is None:
+      return y
+    layout = self.layout
+    return per_shard(_unsort, y, layout.position, layout.rows, layout.valid)
 
   def valid(self, dtype) -> jax.Array | None:
     """(N,) 1 for real rows, 0 for padding; None when there is no padding."""
     return None if self.method != 'tiled' else self.layout.valid.astype(dtype)
+
+  def shard_scenario(self) -> jax.Array:
+    """(G,) ONE_SCENARIO: the scenario of each data shard's rows (its first row's)."""
+    return per_shard(lambda s: s[:1], self.scenario)
 
   def one_hot(self, dtype=jnp.float32) -> jax.Array:
     return jax.nn.one_hot(self.scenario, self.num_scenarios, dtype=dtype)  # (N, S)
@@ -162,14 +225,18 @@ class Routing(NamedTuple):
 
 def make_routing(scenario: jax.Array, num_scenarios: int, method: str) -> Routing:
   scenario = jnp.asarray(scenario, jnp.int32)
-  path = resolve_path(method, scenario.shape[0], num_scenarios)
+  shards = data_shards()
+  shard_rows = scenario.shape[0] // shards if isinstance(scenario.shape[0], int) else \
+      scenario.shape[0]
+  path = resolve_path(method, shard_rows, num_scenarios)
   counts = scenario_counts(scenario, num_scenarios)
   if path in ('onehot', 'masked', ONE_SCENARIO):
-    return Routing(scenario, counts, None, num_scenarios, path)
-  tile = tile_rows(scenario.shape[0], num_scenarios) if path == 'tiled' else 1
-  layout = tile_layout(scenario, num_scenarios, tile)
+    return Routing(scenario, counts, None, num_scenarios, path, shards)
+  tile = tile_rows(shard_rows, num_scenarios) if path == 'tiled' else 1
+  layout = per_shard(lambda s: tile_layout(s, num_scenarios, tile)._replace(tile=None), scenario)
+  layout = layout._replace(tile=tile)
   rows_scenario = jnp.repeat(layout.tile_scenario, tile)  # (NT * T,)
-  return Routing(rows_scenario, counts, layout, num_scenarios, path)
+  return Routing(rows_scenario, counts, layout, num_scenarios, path, shards)
 
 
 def embed_and_route(model: nn.Module, batch) -> tuple[jax.Array, Routing]:
@@ -192,9 +259,16 @@ def scenario_matmul(h: jax.Array, w: jax.Array, routing: Routing) -> jax.Array:
     # loop or a sorted segment-sum for dW measured no faster on CPU than this gather.
     out = jnp.einsum('nti,nio->nto', tiles, w[tile_scenario])
   elif routing.method == ONE_SCENARIO:
-    out = flat @ w[routing.scenario[0]]  # (N, d_out): one (d_in, d_out) slice, one matmul
+    if routing.shards == 1:
+      out = flat @ w[routing.scenario[0]]  # (N, d_out): one (d_in, d_out) slice, one matmul
+    else:  # one such matmul per shard, with its own scenario's weight
+      out = jnp.einsum('gni,gio->gno', flat.reshape(routing.shards, -1, d_in),
+                       w[routing.shard_scenario()]).reshape(-1, w.shape[-1])
   elif routing.method == 'ragged':
-    out = jax.lax.ragged_dot(flat, w, (routing.counts * per_row).astype(jnp.int32))
+    # Group sizes are the shard's own (the weight enters each shard whole; shard_map sums its
+    # gradient over the shards).
+    out = per_shard(lambda x, w_, c: jax.lax.ragged_dot(x, w_, c * per_row), flat, w,
+                    routing.layout.shard_counts, replicated=(1,))
   elif routing.method == 'masked':
     scenario = jnp.repeat(routing.scenario, per_row)[:, None]  # (N, 1)
     out = jnp.zeros((flat.shape[0], w.shape[-1]), jnp.result_type(flat, w))
@@ -217,7 +291,9 @@ def per_row(table: jax.Array, routing: Routing, ndim: int) -> jax.Array:
     tiles = table[routing.layout.tile_scenario]  # (NT, d)
     rows = jnp.repeat(tiles, routing.layout.tile, axis=0)  # (N, d)
   elif routing.method == ONE_SCENARIO:
-    rows = table[routing.scenario[0]][None]  # (1, d): every row has this scenario
+    rows = table[routing.shard_scenario()]  # (G, d): one scenario per shard's rows
+    if routing.shards > 1:
+      rows = jnp.repeat(rows, routing.scenario.shape[0] // routing.shards, axis=0)  # (N, d)
   else:
     rows = table[routing.scenario]  # (N, d)
   return rows.reshape(rows.shape[0], *([1] * (ndim - 2)), rows.shape[-1])
