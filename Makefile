@@ -10,7 +10,18 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
 CONFIG ?= configs/default.py
 
-.PHONY: train test eval clean
+.PHONY: train test eval clean compile-env
+
+# midpg-compile for TPU slices and NVIDIA GPUs that are not attached (compile-only libtpu and the
+# JAX CUDA plugin, ~1 GB): a venv of its own, outside `make test`'s set.
+COMPILE_VENV ?= .venv-compile
+compile-env: $(COMPILE_VENV)/.installed
+$(COMPILE_VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(COMPILE_VENV)/bin/python || $(PYTHON) -m venv $(COMPILE_VENV)
+	$(COMPILE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(COMPILE_VENV)/bin/python -m pip install -q -r requirements.txt
+	$(COMPILE_VENV)/bin/python -m pip install -q -e '.[tpu,cuda]'
+	touch $@
 
 $(VENV)/.installed: requirements.txt requirements-bench.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
