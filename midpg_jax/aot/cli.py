@@ -48,7 +48,8 @@ def report(target: targets.Target, config, batch_size: int | None = None,
     batch_size = per_chip_batch * data if per_chip_batch else int(config.train.batch_size)
   partitioner, compiled = compile_steps(config, devices, batch_size, predict_batch_size,
                                         steps=tuple(steps))
-  out = {'target': target.name, 'devices': len(devices), 'hosts': target.hosts,
+  out = {'target': target.name, 'devices': len(devices),
+         'hosts': len({d.process_index for d in devices}),
          'device_kind': getattr(devices[0], 'device_kind', devices[0].platform),
          'mesh': dict(partitioner.mesh.shape), 'model': config.model.name,
          'dtype': config.model.get('dtype', 'float32'), 'steps': {}}

@@ -32,7 +32,8 @@ class Target:
   platform: str  # 'tpu' | 'cuda' | 'cpu'
   chip: Chip | None  # None: host CPU (no published peak)
   count: int  # devices
-  hosts: int
+  hosts: int  # GPU targets: as named; TPU slices: as libtpu lays them out (`devices()`)
+  shape: tuple[int, ...] = ()
 
   def devices(self):
     if self.platform == 'cpu':
@@ -48,7 +49,11 @@ class Target:
       _require('libtpu', 'tpu')
       os.environ.setdefault('TPU_ACCELERATOR_TYPE', 'v5litepod-1')  # no metadata server here
       os.environ.setdefault('TPU_WORKER_HOSTNAMES', 'localhost')
-      describe = lambda: topologies.get_topology_desc(platform='tpu', topology_name=self.name)
+      # A slice smaller than libtpu's default host (2x2x1 chips) is one host of its own size.
+      small = {} if self.count >= 4 else {
+          'chips_per_host_bounds': (*self.shape, *(1,) * (3 - len(self.shape)))}
+      describe = lambda: topologies.get_topology_desc(platform='tpu', topology_name=self.name,
+                                                      **small)
     else:
       _require('jax_plugins.xla_cuda13', 'cuda')
       describe = lambda: topologies.get_topology_desc(
@@ -56,11 +61,14 @@ class Target:
           topology=f'1x{self.hosts}x{self.count // self.hosts}',
           target_config=_GPU_TARGET_CONFIGS[self.chip.name])
     try:
-      return describe().devices
+      devices = describe().devices
     except Exception as e:  # the plugin's own error types (JaxRuntimeError, RuntimeError)
       first = next((l.strip() for l in str(e).splitlines() if l.strip()), type(e).__name__)
       raise ConfigError(f'--topology {self.name}: the {self.platform} compiler has no such '
                         f'target ({first[:300]})') from e
+    # v4's compile-only topology lists both TensorCores of a chip; JAX runs a v4 chip as one
+    # device (megacore), and its TPU meshes take one device per chip: the first core's.
+    return [d for d in devices if getattr(d, 'core_on_chip', 0) == 0]
 
 
 def _require(module: str, extra: str) -> None:
@@ -89,18 +97,18 @@ def parse(name: str) -> Target:
   if count <= 0:
     raise ConfigError(f'--topology {name!r} has no devices')
   if kind == 'cpu':
-    return Target(name, 'cpu', None, count, 1)
+    return Target(name, 'cpu', None, count, 1, tuple(dims))
   if kind in GPUS:
     if len(dims) > 2:
       raise ConfigError(f'--topology {name!r}: a GPU target is <gpu>:<count> or '
                         '<gpu>:<hosts>x<count>')
-    return Target(name, 'cuda', CHIPS[kind], count, dims[0] if len(dims) == 2 else 1)
+    return Target(name, 'cuda', CHIPS[kind], count, dims[0] if len(dims) == 2 else 1,
+                  tuple(dims))
   ndim = 3 if kind in ('v4', 'v5p') else 2
   if len(dims) != ndim:
     raise ConfigError(f'--topology {name!r}: {kind} slices have {ndim} dimensions, e.g. '
                       + ('v4:2x2x2' if ndim == 3 else f'{kind}:4x4'))
-  per_host = 4 if kind in ('v4', 'v5p') else 8
-  return Target(name, 'tpu', CHIPS[kind], count, max(1, count // per_host))
+  return Target(name, 'tpu', CHIPS[kind], count, 0, tuple(dims))
 
 
 # XLA GPU target descriptions (stream_executor.GpuTargetConfigProto, text format) from the

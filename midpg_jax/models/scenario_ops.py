@@ -91,7 +91,6 @@ class TileLayout(NamedTuple):
   position: jax.Array  # (B,) the padded position of each row within its shard
   tile_scenario: jax.Array  # (NT,) the scenario of each tile (padding-only tiles: S - 1)
   valid: jax.Array  # (NT * T,) bool, False at padding positions
-  shard_counts: jax.Array  # (G * S,) rows per scenario in each shard ('ragged' group sizes)
   tile: int  # T
 
 
@@ -118,7 +117,7 @@ def tile_layout(scenario: jax.Array, num_scenarios: int, tile: int) -> TileLayou
   # trace inside shard_map in jax 0.10.2).
   ends_before = jnp.sum(tile_end[None, :] <= jnp.arange(num_tiles)[:, None], axis=1)
   tile_scenario = jnp.minimum(ends_before, num_scenarios - 1).astype(jnp.int32)
-  return TileLayout(rows, position, tile_scenario, valid, counts.astype(jnp.int32), tile)
+  return TileLayout(rows, position, tile_scenario, valid, tile)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +180,7 @@ class Routing(NamedTuple):
   num_scenarios: int
   method: str  # the resolved path
   shards: int = 1  # G data shards, each routed on its own (`per_shard`)
+  shard_counts: jax.Array | None = None  # (G * S,) rows per scenario of each shard
 
   def take_batch(self, batch):
     """The model inputs of `batch` in the model's row order (ids before the embedding lookup:
@@ -229,14 +229,17 @@ def make_routing(scenario: jax.Array, num_scenarios: int, method: str) -> Routin
   shard_rows = scenario.shape[0] // shards if isinstance(scenario.shape[0], int) else \
       scenario.shape[0]
   path = resolve_path(method, shard_rows, num_scenarios)
-  counts = scenario_counts(scenario, num_scenarios)
+  # Counted per shard, then summed (an all-reduce of S numbers): a bincount of the sharded
+  # scenario column made libtpu's partitioner all-gather the column onto every chip.
+  shard_counts = per_shard(lambda s: scenario_counts(s, num_scenarios), scenario)  # (G * S,)
+  counts = shard_counts.reshape(shards, num_scenarios).sum(axis=0)
   if path in ('onehot', 'masked', ONE_SCENARIO):
-    return Routing(scenario, counts, None, num_scenarios, path, shards)
+    return Routing(scenario, counts, None, num_scenarios, path, shards, shard_counts)
   tile = tile_rows(shard_rows, num_scenarios) if path == 'tiled' else 1
   layout = per_shard(lambda s: tile_layout(s, num_scenarios, tile)._replace(tile=None), scenario)
   layout = layout._replace(tile=tile)
   rows_scenario = jnp.repeat(layout.tile_scenario, tile)  # (NT * T,)
-  return Routing(rows_scenario, counts, layout, num_scenarios, path, shards)
+  return Routing(rows_scenario, counts, layout, num_scenarios, path, shards, shard_counts)
 
 
 def embed_and_route(model: nn.Module, batch) -> tuple[jax.Array, Routing]:
@@ -268,7 +271,7 @@ def scenario_matmul(h: jax.Array, w: jax.Array, routing: Routing) -> jax.Array:
     # Group sizes are the shard's own (the weight enters each shard whole; shard_map sums its
     # gradient over the shards).
     out = per_shard(lambda x, w_, c: jax.lax.ragged_dot(x, w_, c * per_row), flat, w,
-                    routing.layout.shard_counts, replicated=(1,))
+                    routing.shard_counts, replicated=(1,))
   elif routing.method == 'masked':
     scenario = jnp.repeat(routing.scenario, per_row)[:, None]  # (N, 1)
     out = jnp.zeros((flat.shape[0], w.shape[-1]), jnp.result_type(flat, w))
