@@ -93,6 +93,11 @@ def test_tiles_shrink_with_many_scenarios_so_padding_stays_small(batch_size, num
 
 def test_auto_resolves_to_a_concrete_path_and_symbolic_batches_to_onehot():
   assert resolve_path('auto', 4096, 4) in SCENARIO_MATMULS[1:]
+  # By platform (docs/scaling.md): TPUs take the one-hot path up to 32 scenarios.
+  assert [resolve_path('auto', 4096, s, p) for s, p in ((4, 'cpu'), (4, 'gpu'), (4, 'tpu'),
+                                                        (32, 'tpu'), (33, 'tpu'))] == [
+      'tiled', 'tiled', 'onehot', 'onehot', 'tiled']
+  assert resolve_path('masked', 4096, 4, 'tpu') == 'masked'
   assert resolve_path('tiled', None, 4) == 'onehot'
   assert make_routing(jnp.zeros((8,), jnp.int32), 4, 'auto').method == resolve_path('auto', 8, 4)
 

@@ -16,8 +16,11 @@ which no model may do. Instead the rows are routed (`Routing`), by the path of t
   S times the FLOPs, no reordering.
 * 'masked': a loop over the S scenarios, each one's matmul over all rows kept where the row is its
   scenario's; S times the FLOPs, no (B, S, d_out) intermediate.
-* 'auto' (default): `resolve_path` picks by S from measurements on this project's 2-core CPU
-  (benchmarks/scenario_paths.py; numbers in README "Scenario paths").
+* 'auto' (default): `resolve_path` picks by the platform the step is compiled for: 'tiled' on
+  CPU (measured on this project's 2-core CPU, scripts/scenario_paths.py) and NVIDIA GPUs, 'onehot'
+  on TPUs up to 32 scenarios (the roofline estimates of compiled train steps, v5e:4x4 and h100:8,
+  docs/scaling.md: every path is memory-bound there, and on v5e the one-hot path moves the fewest
+  bytes; on H100 'tiled' does).
 * ONE_SCENARIO (not a config value): every row of the batch has the same scenario, because the
   caller grouped the rows (midpg-predict, `midpg_jax/predict.py`); each per-scenario matmul is one
   plain 2-D matmul with that scenario's weight: no padding rows, no weight gather.
@@ -55,8 +58,13 @@ def check_path(method: str) -> str:
   return method
 
 
-def resolve_path(method: str, batch_size, num_scenarios: int) -> str:
-  """The concrete path of `method`; 'auto' -> 'tiled' (see the module docstring for the numbers).
+# The most scenarios at which 'auto' takes 'onehot' on TPUs: the largest S measured (its FLOPs and
+# its (N, S, d) intermediate grow with S).
+TPU_ONEHOT_MAX_SCENARIOS = 32
+
+
+def resolve_path(method: str, batch_size, num_scenarios: int, platform: str = 'cpu') -> str:
+  """The concrete path of `method` on `platform` (see the module docstring for the numbers).
 
   A symbolic batch size (shape-polymorphic export) cannot size tiles: 'auto' and 'tiled' fall back
   to 'onehot', the same function with the same parameters.
@@ -66,7 +74,11 @@ def resolve_path(method: str, batch_size, num_scenarios: int) -> str:
   check_path(method)
   if not isinstance(batch_size, int) and method in ('auto', 'tiled'):
     return 'onehot'
-  return 'tiled' if method == 'auto' else method
+  if method != 'auto':
+    return method
+  if platform == 'tpu' and num_scenarios <= TPU_ONEHOT_MAX_SCENARIOS:
+    return 'onehot'
+  return 'tiled'
 
 
 def tile_rows(batch_size: int, num_scenarios: int) -> int:
@@ -129,6 +141,14 @@ def tile_layout(scenario: jax.Array, num_scenarios: int, tile: int) -> TileLayou
 # leading tile axis is sharded like the rows, and replicated weights gathered per tile are local.
 
 DATA_AXIS = 'data'
+
+
+def target_platform() -> str:
+  """The platform the step is compiled for: the context mesh's devices' (a compile-only TPU or GPU
+  target on a CPU host included), else JAX's default backend."""
+  mesh = jax.sharding.get_abstract_mesh()
+  device = None if mesh.empty else getattr(mesh, 'abstract_device', None)
+  return device.platform if device is not None else jax.default_backend()
 
 
 def data_shards() -> int:
@@ -228,7 +248,7 @@ def make_routing(scenario: jax.Array, num_scenarios: int, method: str) -> Routin
   shards = data_shards()
   shard_rows = scenario.shape[0] // shards if isinstance(scenario.shape[0], int) else \
       scenario.shape[0]
-  path = resolve_path(method, shard_rows, num_scenarios)
+  path = resolve_path(method, shard_rows, num_scenarios, target_platform())
   # Counted per shard, then summed (an all-reduce of S numbers): a bincount of the sharded
   # scenario column made libtpu's partitioner all-gather the column onto every chip.
   shard_counts = per_shard(lambda s: scenario_counts(s, num_scenarios), scenario)  # (G * S,)

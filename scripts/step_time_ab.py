@@ -1,0 +1,85 @@
+"""Single-device train-step time of two checkouts, measured side by side: processes alternate
+A, B, A, B, ... so a shared machine's load falls on both alike.
+
+  python scripts/step_time_ab.py --a <checkout before> --b . [--models midpg,star] [--rounds 3]
+
+Each process imports midpg_jax and configs from its checkout (PYTHONPATH), compiles the train
+step of each model at --batch_size on the default config's sizes, and times --steps steps x
+--reps; the table gives each model's median over rounds and the ratio B / A.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+
+def child(models, batch_size, steps, reps):
+  import time
+  import jax
+  import numpy as np
+  from configs import default
+  from midpg_jax import build
+  from midpg_jax.data import load_dataset, pipeline
+  from midpg_jax.models import mi_weight
+  from midpg_jax.train_state import make_train_step, model_inputs
+  c = default.get_config()
+  c.data.num_train, c.data.num_val, c.data.num_test = 8 * batch_size, 1000, 1000
+  c.train.batch_size = batch_size
+  dataset = load_dataset(c.data)
+  out = {}
+  for name in models:
+    c.model.name = name
+    _, model, tx, state, _ = build.setup(c, dataset)
+    step = jax.jit(make_train_step(model, tx, mi_weight(c.model)))
+    batches = [jax.device_put(model_inputs(b)) for b in pipeline.train_batches(
+        dataset.splits['train'], batch_size, seed=0, epoch=0)]
+    state, m = step(state, batches[0])
+    jax.block_until_ready(m)
+    times = []
+    for r in range(reps):
+      t0 = time.perf_counter()
+      for i in range(steps):
+        state, m = step(state, batches[i % len(batches)])
+      jax.block_until_ready(m)
+      times.append((time.perf_counter() - t0) / steps)
+    out[name] = float(np.median(times))
+  print(json.dumps(out))
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--a', required=True)
+  p.add_argument('--b', required=True)
+  p.add_argument('--models', default='mlp,midpg,shared_bottom,star,mmoe,apg,hamur')
+  p.add_argument('--batch_size', type=int, default=4096)
+  p.add_argument('--steps', type=int, default=5)
+  p.add_argument('--reps', type=int, default=3)
+  p.add_argument('--rounds', type=int, default=3)
+  p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
+  args = p.parse_args()
+  models = args.models.split(',')
+  if args.child:
+    return child(models, args.batch_size, args.steps, args.reps)
+  times = {'a': [], 'b': []}
+  for r in range(args.rounds):
+    for side in ('a', 'b'):
+      env = dict(os.environ, PYTHONPATH=os.path.abspath(getattr(args, side)), JAX_PLATFORMS='cpu')
+      proc = subprocess.run([sys.executable, __file__, '--child', '--a', '', '--b', '',
+                             '--models', args.models, '--batch_size', str(args.batch_size),
+                             '--steps', str(args.steps), '--reps', str(args.reps)],
+                            env=env, capture_output=True, text=True, check=True)
+      times[side].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+      print(f'round {r} {side}: ' + ', '.join(f'{k} {v * 1e3:.1f} ms'
+                                              for k, v in times[side][-1].items()), flush=True)
+  import numpy as np
+  print(f'\n| model | A ms/step | B ms/step | B / A |\n|---|---|---|---|')
+  for name in models:
+    a = np.median([t[name] for t in times['a']]) * 1e3
+    b = np.median([t[name] for t in times['b']]) * 1e3
+    print(f'| {name} | {a:.1f} | {b:.1f} | {b / a:.3f} |')
+
+
+if __name__ == '__main__':
+  main()
