@@ -1,24 +1,29 @@
-"""Default config: MI-DPG on the built-in synthetic multi-scenario dataset.
+"""The configs of every command: `get_config(mode, dataset)` builds MI-DPG on a dataset.
 
+This file is itself the default `--config` of train, eval and prepare (a config file named by
+its path, here inside the installed package); each file of the checkout's configs/ is a few lines
+calling `get_config` with its dataset, so `--config configs/aliccp.py` works from any folder.
 Every value can be overridden on the command line, e.g.
-  python train.py --config configs/default.py --config.model.midpg.rank=8 \
-      --config.train.num_epochs=2
-MI-DPG's generator input: `--config configs/default.py:instance` (scenario plus the dataset's
-user/context fields, `INSTANCE_FIELDS`) or `:scenario` (scenario only); every dataset config takes
-the same argument (README "MI-DPG as implemented here").
+  midpg-train --config.model.midpg.rank=8 --config.train.num_epochs=2
+MI-DPG's generator input: the config argument `:instance` (scenario plus the dataset's
+user/context fields, `DATASETS[name].instance_fields`) or `:scenario` (scenario only), e.g.
+`--config configs/aliccp.py:instance` (docs/midpg.md).
 """
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
 
 import ml_collections
 
+from midpg_jax.data import aliccp, aliexpress, amazon, iaac, scenario_wise_rec
 from midpg_jax.errors import ConfigError
 from midpg_jax.models import default_blocks
 
-# Which generator input a config gets when none is named (measured, README "MI-DPG as ...").
+# Which generator input a config gets when none is named (measured: docs/midpg.md).
 DEFAULT_GENERATOR_MODE = 'scenario'
 GENERATOR_MODES = ('scenario', 'instance')
-# The built-in data has no named fields: its four smallest vocabularies stand for context fields
-# (chosen by cardinality, not by which fields the generator of the data makes scenario-specific).
-INSTANCE_FIELDS = ('c4', 'c5', 'c6', 'c7')
 
 
 def with_generator_mode(config, mode: str | None, instance_fields) -> ml_collections.ConfigDict:
@@ -74,7 +79,7 @@ def model_config() -> ml_collections.ConfigDict:
   m.param_dtype = 'float32'
   # Each model's own hyper-parameters: the block `model.<name>.*` (e.g. model.midpg.rank,
   # model.star.aux_hidden), defaults and meaning beside the model's builder in
-  # midpg_jax/models/__init__.py.
+  # its module in midpg_jax/models/.
   for name, block in default_blocks().items():
     m[name] = block
   return m
@@ -84,7 +89,7 @@ def train_config() -> ml_collections.ConfigDict:
   t = ml_collections.ConfigDict()
   t.batch_size = 1024
   t.eval_batch_size = 8192
-  # One pass with a learning rate decaying linearly to 0 (README "Training defaults"): the
+  # One pass with a learning rate decaying linearly to 0 (docs/training.md): the
   # models peak at the end of their first pass and overfit the ids from the second one on. The
   # peak rate is the largest lever (scripts/overfit_study.py, validation AUC, seed 0): one pass
   # from 1e-3 under-trains (MI-DPG 0.714); from 8e-3 MI-DPG reaches 0.780 against 0.764 for two
@@ -110,7 +115,7 @@ def train_config() -> ml_collections.ConfigDict:
 
 
 def mesh_config() -> ml_collections.ConfigDict:
-  """The device mesh (midpg_jax/partitioning.py; README "Running on several GPUs, ...").
+  """The device mesh (midpg_jax/partitioning.py; docs/distributed.md).
 
   Two axes, (data, model), over every device of every process. -1 = the devices left over:
   (-1, 1) is pure data parallelism (the default, also right for one device); (-1, 2) splits each
@@ -127,11 +132,45 @@ def mesh_config() -> ml_collections.ConfigDict:
   return m
 
 
-def get_config(mode: str | None = None) -> ml_collections.ConfigDict:
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  data: Callable[[], ml_collections.ConfigDict]  # config.data (keys: the dataset's module)
+  instance_fields: tuple[str, ...]  # MI-DPG's user/context generator input under ':instance'
+
+
+DATASETS = {
+    # The built-in data has no named fields: its four smallest vocabularies stand for context
+    # fields (chosen by cardinality, not by which fields the data's generator makes specific).
+    'synthetic': Dataset(synthetic_data, ('c4', 'c5', 'c6', 'c7')),
+    # The user profile fields (121 user category, 122 group, 124 gender, 125 age, 126-127
+    # consumption levels, 128 occupation, 129 geography).
+    'aliccp': Dataset(aliccp.data_config, ('121', '122', '124', '125', '126', '127', '128', '129')),
+    # The public files name no field; these are a guess, not a known user/context set (override
+    # with --config.model.midpg.generator_features=...).
+    'aliexpress': Dataset(aliexpress.data_config, ('categorical_1', 'categorical_2',
+                                                   'categorical_3', 'categorical_4')),
+    # The only user-side field of the review records.
+    'amazon': Dataset(amazon.data_config, ('reviewerID',)),
+    # The user, where they live and the time of the rating.
+    'douban': Dataset(scenario_wise_rec.douban_config, ('user_id', 'living_place', 'time_bin')),
+    # User profile and hour of the context (not user_gender_id / context_page_id: either can be
+    # the scenario field).
+    'iaac': Dataset(iaac.data_config, ('user_age_level', 'user_occupation_id', 'user_star_level',
+                                       'hour')),
+    # The user (SubCategory is nested in the scenario field Category, so it is left out).
+    'mind': Dataset(scenario_wise_rec.mind_config, ('User_ID',)),
+}
+
+
+def get_config(mode: str | None = None, dataset: str = 'synthetic') -> ml_collections.ConfigDict:
+  """MI-DPG (every model's block included) on `dataset` (a key of DATASETS); mode: MI-DPG's
+  generator input, 'scenario' or 'instance' (default DEFAULT_GENERATOR_MODE)."""
+  if dataset not in DATASETS:
+    raise ConfigError(f'unknown dataset {dataset!r}; known: {sorted(DATASETS)}')
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.data = synthetic_data()
+  config.data = DATASETS[dataset].data()
   config.model = model_config()
   config.train = train_config()
   config.mesh = mesh_config()
-  return with_generator_mode(config, mode, INSTANCE_FIELDS)
+  return with_generator_mode(config, mode, DATASETS[dataset].instance_fields)

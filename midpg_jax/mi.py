@@ -20,7 +20,7 @@ machine to nothing measurable; README "Speed").
 Why prototypes instead of in-batch pairs: with in-batch negatives, two examples of the same
 scenario form a "negative" pair that is in fact positive (false negatives). Against the S
 prototypes the positive of example i is exactly m_{s_i} and every other prototype is a true
-negative. This is our reconstruction (see shared/docs/MIDPG.md), not the paper's stated text.
+negative. This is our reconstruction (see docs/midpg.md), not the paper's stated text.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import jaxpr_shapes, small_config
 from midpg_jax import metrics
 from midpg_jax.data import load_dataset, pipeline
 from midpg_jax.models import build_model, mi_weight, model_names
@@ -224,14 +224,7 @@ def test_never_builds_batch_by_weight_tensor(data, name):
 
   jaxpr = jax.make_jaxpr(jax.grad(loss))(variables['params'], state)
 
-  def shapes(jx):
-    for eqn in jx.eqns:
-      for var in eqn.outvars:
-        yield tuple(getattr(var.aval, 'shape', ()))
-      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-        yield from shapes(sub)
-
-  seen = set(shapes(jaxpr.jaxpr))
+  seen = jaxpr_shapes(jaxpr.jaxpr)
   assert not seen & forbidden, f'{name} built a (B, d_in, d_out) tensor: {seen & forbidden}'
 
 
@@ -470,7 +463,7 @@ def test_logistic_starts_at_the_base_rate_and_trains(data, fitted):
 
 
 def test_a_non_numeric_width_is_a_config_error():
-  from configs import default
+  from midpg_jax import config as default
   from midpg_jax.errors import ConfigError
   from midpg_jax.models import build_model
   cfg = default.get_config().model

@@ -18,6 +18,7 @@ import pytest
 torch = pytest.importorskip(
     'torch', reason='torch is not installed: `pip install -r requirements-bench.txt` '
     '(`make test` does) to run the PyTorch parity tests')
+pytestmark = pytest.mark.torch
 
 from midpg_jax import objective  # noqa: E402
 from midpg_jax.models import build_model  # noqa: E402

@@ -1,6 +1,6 @@
-"""python -m midpg_jax.speed ...: see midpg_jax/speed/__init__.py and --help."""
+"""python -m benchmarks.speed ...: see benchmarks/speed/__init__.py and --help."""
 
-from midpg_jax.speed.cli import main
+from benchmarks.speed.cli import run
 
 if __name__ == '__main__':
-  main()
+  run()

@@ -1,4 +1,4 @@
-"""Command line of the speed benchmark (`python -m midpg_jax.speed`, `midpg-speed`).
+"""Command line of the speed benchmark (`python -m benchmarks.speed` from the checkout's root).
 
 Everything runs in one process and the contenders *alternate* (each repetition times every
 contender once, in a rotating order), so a noisy, shared machine slows them alike and the ratios
@@ -8,79 +8,79 @@ intra_op_parallelism_threads=N`, `torch.set_num_threads(N)`, `OMP_NUM_THREADS=N`
 
 Sections (written to `--out`, default runs/speed/: speed.json, speed.md, speed.png):
   MI-DPG (default)  throughput, FLOP/s vs the f32 matmul rate, pipeline, peak memory (throughput.py)
-  --vocab-sweep     step time vs embedding-table size, dense vs row-sparse Adam (loops.py)
+  --vocab_sweep     step time vs embedding-table size, dense vs row-sparse Adam (loops.py)
   --models a,b      zoo models vs their PyTorch references (zoo.py)
   --suite gpu       MI-DPG + zoo, 4k-64k, f32 and bf16, device memory (gpu_suite.py)
   --profile         where the JAX MI-DPG step's time goes, per XLA op, vs the matmul rate
                     (profile.py); `--profile --models ple`: that model's step
-  --zoo-table       every model's step vs Shared-Bottom's, with FLOPs per example (zoo_table.py)
+  --zoo_table       every model's step vs Shared-Bottom's, with FLOPs per example (zoo_table.py)
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
+import types
+
+from absl import flags
+
+from midpg_jax import cli
+
+cli.define_config_flag('Config of the models and the data (default: the packaged default, MI-DPG '
+                       'on the built-in data).')
+flags.DEFINE_bool('quick', False, 'Batch 1k and 4k, fewer repetitions.')
+flags.DEFINE_list('batch_sizes', None, 'Default 1024,4096,16384,65536 (quick: 1024,4096; '
+                  '--suite gpu: 4096,16384,65536).')
+flags.DEFINE_integer('reps', None, 'Timed repetitions (default 7; quick 5).')
+flags.DEFINE_integer('steps', None, 'Steps per repetition (default 3).')
+flags.DEFINE_integer('threads', 0, 'Threads per framework (0 = all cores).')
+flags.DEFINE_enum('dtype', 'f32', ['f32', 'bf16'], 'Compute dtype of the models.')
+flags.DEFINE_string('out', os.path.join('runs', 'speed'), 'Folder of speed.json, speed.md, '
+                    'speed.png.')
+flags.DEFINE_bool('no_torch', False, 'JAX contenders only.')
+flags.DEFINE_bool('no_compile', False, 'Skip torch.compile.')
+flags.DEFINE_bool('no_paths', False, 'Skip the other scenario-matmul paths.')
+flags.DEFINE_bool('no_memory', False, 'Skip the peak-memory subprocesses.')
+flags.DEFINE_bool('no_pipeline', False, 'Skip the pipeline section.')
+flags.DEFINE_bool('vocab_sweep', False, 'Also step time vs table size.')
+flags.DEFINE_list('vocab_sizes', None, 'Rows of the largest table for --vocab_sweep (default '
+                  '10000,100000,1000000,10000000; quick: up to 1000000).')
+flags.DEFINE_integer('sweep_batch', 4096, 'Batch of --vocab_sweep, --profile and --zoo_table.')
+flags.DEFINE_integer('matmul_size', 2048, 'n of the n x n peak matmul.')
+flags.DEFINE_string('models', None, 'Comma-separated models with PyTorch references (midpg, star, '
+                    'mmoe, ple, shared_bottom): each model\'s JAX train step vs its PyTorch '
+                    'reference, eager and torch.compile (with --suite gpu: the suite\'s models).')
+flags.DEFINE_string('zoo_routings', '', 'For --models, also time the JAX models with these other '
+                    'model.scenario_matmul values (comma-separated).')
+flags.DEFINE_string('zoo_loops', 'subset', 'The PyTorch references\' scenario loops for --models: '
+                    'subset, masked or both (comma-separated).')
+flags.DEFINE_enum('suite', None, ['gpu'], 'gpu: MI-DPG and the zoo at batch 4k-64k, f32 and bf16, '
+                  'with device memory.')
+flags.DEFINE_bool('dry_run', False, 'With --suite: tiny sizes, 1 repetition, to test the code '
+                  'paths (any device).')
+flags.DEFINE_bool('profile', False, 'Where the JAX MI-DPG train step at --sweep_batch spends its '
+                  'time, per XLA op, beside the f32 matmul rate in the same run (profile.py).')
+flags.DEFINE_bool('zoo_table', False, 'Every model (or those of --models) vs the per-scenario-'
+                  'tower Shared-Bottom: JAX train step at --sweep_batch and FLOPs per example.')
+# Internal: the peak-memory subprocess of one contender (throughput.run_memory).
+flags.DEFINE_string('probe_memory', None, 'Internal.')
+flags.DEFINE_integer('probe_batch', 0, 'Internal.')
+FLAGS = flags.FLAGS
 
 
-def parse_args(argv=None):
-  p = argparse.ArgumentParser(prog='python -m midpg_jax.speed',
-                              description='Speed of the JAX models against PyTorch eager and '
-                              'torch.compile', epilog=__doc__.split('\n\n', 1)[1],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--quick', action='store_true', help='batch 1k and 4k, fewer repetitions')
-  p.add_argument('--batch-sizes', default=None, help='comma-separated; default 1024,4096,16384,'
-                 '65536 (quick: 1024,4096; --suite gpu: 4096,16384,65536)')
-  p.add_argument('--reps', type=int, default=None, help='timed repetitions (default 7; quick 5)')
-  p.add_argument('--steps', type=int, default=None, help='steps per repetition (default 3)')
-  p.add_argument('--threads', type=int, default=0, help='threads per framework (0 = all cores)')
-  p.add_argument('--dtype', choices=('f32', 'bf16'), default='f32')
-  p.add_argument('--config', default=os.path.join('configs', 'default.py'))
-  p.add_argument('--out', default=os.path.join('runs', 'speed'))
-  p.add_argument('--no-torch', action='store_true', help='JAX contenders only')
-  p.add_argument('--no-compile', action='store_true', help='skip torch.compile')
-  p.add_argument('--no-paths', action='store_true', help='skip the other scenario-matmul paths')
-  p.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
-  p.add_argument('--no-pipeline', action='store_true', help='skip the pipeline section')
-  p.add_argument('--vocab-sweep', action='store_true', help='also step time vs table size')
-  p.add_argument('--vocab-sizes', default=None,
-                 help='comma-separated rows of the largest table for --vocab-sweep (default '
-                 '10000,100000,1000000,10000000; quick: up to 1000000)')
-  p.add_argument('--sweep-batch', type=int, default=4096)
-  p.add_argument('--matmul-size', type=int, default=2048, help='n of the n x n peak matmul')
-  p.add_argument('--models', default=None,
-                 help='comma-separated models with PyTorch references (midpg,star,mmoe,ple,'
-                 'shared_bottom): each model\'s JAX train step vs its PyTorch reference, eager '
-                 'and torch.compile (with --suite gpu: the suite\'s models)')
-  p.add_argument('--zoo-routings', default='',
-                 help='for --models, also time the JAX models with these other '
-                 'model.scenario_matmul values (comma-separated; ratios stay for the config\'s)')
-  p.add_argument('--zoo-loops', default='subset',
-                 help='the PyTorch references\' scenario loops for --models: subset, masked or '
-                 'both (comma-separated)')
-  p.add_argument('--suite', choices=('gpu',), default=None,
-                 help='gpu: MI-DPG and the zoo at batch 4k-64k, f32 and bf16, with device memory')
-  p.add_argument('--dry-run', action='store_true',
-                 help='with --suite: tiny sizes, 1 repetition, to test the code paths (any device)')
-  p.add_argument('--profile', action='store_true',
-                 help='where the JAX MI-DPG train step at --sweep-batch spends its time, per XLA '
-                 'op, beside the f32 matmul rate in the same run (profile.py)')
-  p.add_argument('--zoo-table', action='store_true',
-                 help='every model (or those of --models) vs the per-scenario-tower Shared-Bottom: '
-                 'JAX train step at --sweep-batch and FLOPs per example (zoo_table.py)')
-  p.add_argument('--probe-memory', default=None, help=argparse.SUPPRESS)  # internal
-  p.add_argument('--probe-batch', type=int, default=0, help=argparse.SUPPRESS)
-  args = p.parse_args(argv)
-  if args.dry_run and not args.suite:
-    p.error('--dry-run goes with --suite gpu')
-  args.explicit_batch_sizes = ([int(b) for b in args.batch_sizes.split(',')]
-                               if args.batch_sizes else None)
+def parse_args():
+  """The benchmark's settings from the flags, with their defaults filled in, as one namespace."""
+  if FLAGS.dry_run and not FLAGS.suite:
+    raise flags.ValidationError('--dry_run goes with --suite gpu')
+  args = types.SimpleNamespace(**{f.name: f.value for f in FLAGS.get_flags_for_module(__name__)})
+  args.config = cli.config_file_name()
+  args.explicit_batch_sizes = [int(b) for b in args.batch_sizes] if args.batch_sizes else None
   args.batch_sizes = args.explicit_batch_sizes or (
       [1024, 4096] if args.quick else [1024, 4096, 16384, 65536])
   args.reps = args.reps or (5 if args.quick else 7)
   args.steps = args.steps or 3
   args.vocab_sizes = [int(v) for v in (args.vocab_sizes or (
-      '10000,100000,1000000' if args.quick else '10000,100000,1000000,10000000')).split(',')]
+      '10000,100000,1000000' if args.quick else '10000,100000,1000000,10000000').split(','))]
   return args
 
 
@@ -100,26 +100,17 @@ def set_threads(threads: int) -> int:
   return n
 
 
-def load_config(path: str):
-  import importlib.util
-  if not os.path.exists(path):
-    raise SystemExit(f'error: --config {path}: no such file')
-  spec = importlib.util.spec_from_file_location('speed_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
-def main(argv=None):
-  args = parse_args(argv)
+def main(argv):
+  del argv
+  args = parse_args()
   args.threads = set_threads(args.threads)
   # Only now JAX and torch start, with the thread settings above.
-  from midpg_jax.speed import machine, report
+  from benchmarks.speed import machine, report
   if machine.torch is not None:
     machine.torch.set_num_threads(args.threads)
-  config = load_config(args.config)
+  config = cli.config_from_flags()
   if args.probe_memory:
-    from midpg_jax.speed.throughput import probe_memory
+    from benchmarks.speed.throughput import probe_memory
     return probe_memory(args, config)
   results = {'args': vars(args), 'device': machine.device_info(args.threads), 'throughput': {},
              'compile_s': {}, 'flops': {}, 'memory': {}, 'vocab_sweep': {}, 'pipeline': {},
@@ -131,16 +122,16 @@ def main(argv=None):
         f"{d.get('torch_threads', '-')} | load {d.get('load_avg_1m_start', '?')}", flush=True)
   t_start = time.perf_counter()
   if args.suite == 'gpu':
-    from midpg_jax.speed.gpu_suite import run_suite
+    from benchmarks.speed.gpu_suite import run_suite
     body = run_suite(args, config, results)
   elif args.zoo_table:  # before --models: `--models` picks the table's models
-    from midpg_jax.speed.zoo_table import run_zoo_table
+    from benchmarks.speed.zoo_table import run_zoo_table
     body = run_zoo_table(args, config, results)
   elif args.profile:  # before --models: `--profile --models ple` profiles that model
-    from midpg_jax.speed.profile import run_profile
+    from benchmarks.speed.profile import run_profile
     body = run_profile(args, config, results)
   elif args.models:
-    from midpg_jax.speed.zoo import run_models
+    from benchmarks.speed.zoo import run_models
     run_models(args, config, results, args.models.split(','), args.dtype)
     body = report.models_markdown(results)
   else:
@@ -157,7 +148,7 @@ def main(argv=None):
 
 def run_midpg(args, config, results) -> str:
   """The default sections: MI-DPG throughput, pipeline, memory, vocabulary sweep, plot."""
-  from midpg_jax.speed import flops, loops, report, throughput
+  from benchmarks.speed import flops, loops, report, throughput
   results['matmul'] = flops.matmul_rate(args.matmul_size, args.reps)
   print(f"f32 matmul {args.matmul_size}^2: " + ', '.join(
       f"{k} {v['gflops_median']:.1f} GFLOP/s" for k, v in results['matmul'].items()
@@ -177,3 +168,8 @@ def run_midpg(args, config, results) -> str:
     loops.run_vocab_sweep(args, config, results)
   report.plot(args, results)
   return report.markdown_body(results)
+
+
+def run() -> None:
+  """`python -m benchmarks.speed`: the package's XLA flags and one line per mistake (cli.run)."""
+  cli.run(main)
