@@ -1,9 +1,7 @@
 """A model on MIND in Scenario-Wise-Rec's form (scenario = news Category; label = click).
 
-  python train.py --config configs/mind.py \
-      --config.data.manual_dir=<folder with the Scenario-Wise-Rec CSV files> --workdir runs/mind
-The one file is split 80/10/10 at random (deterministic by config.data.seed). Data keys:
-midpg_jax/data/scenario_wise_rec.py.
+  python train.py --config configs/mind.py --config.data.manual_dir=<folder> --workdir runs/mind
+The file mind_sample.csv (or --config.data.file) is split as configs/douban.py's.
 """
 
 from midpg_jax import config

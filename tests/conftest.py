@@ -35,6 +35,13 @@ def pytest_configure(config):
                     float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
 
 
+def import_torch():
+  """torch, for the tests against the PyTorch references (requirements-bench.txt, which `make`
+  installs); without it the calling test module is skipped, with this reason."""
+  return pytest.importorskip('torch', reason='torch is not installed: `pip install -r '
+                             'requirements-bench.txt` (`make` does) to compare with PyTorch')
+
+
 def config_file(name: str):
   """The module of the config file configs/<name>.py, loaded by its path as `--config` loads it
   (the files are not a package: the wheel installs midpg_jax alone)."""
@@ -118,6 +125,12 @@ def run_compiled(fn, *args):
   own for each new shape (a flax init draws each parameter's random numbers in its own program),
   measured 36 CPU-s for MI-DPG's eager init against 7.6 jitted."""
   return compiled(fn, *args)(*args)
+
+
+def fast_subset(names, fast):
+  """`names` as pytest parameters, all but those in `fast` marked slow: `make test-fast` checks
+  a test on a few models, `make test` on every one."""
+  return [pytest.param(n, marks=() if n in fast else pytest.mark.slow) for n in names]
 
 
 def jaxpr_shapes(jaxpr) -> set[tuple[int, ...]]:

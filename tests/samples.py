@@ -64,33 +64,39 @@ def write_aliccp_sample(directory, suffix: str = '_sample') -> str:
   return str(directory)
 
 
-def write_mind_sample(directory) -> str:
+def _write_sample(directory, name: str, header, n: int, seed: int, row) -> str:
+  """`n` rows `row(i, rng)` of one seeded generator into directory/name; returns directory."""
   os.makedirs(directory, exist_ok=True)
-  rng = np.random.default_rng(1)
-  rows = []
-  for i in range(MIND_ROWS):
-    category = MIND_CATEGORIES[i % len(MIND_CATEGORIES)]
-    sub = int(rng.integers(0, 3))
-    click = int(rng.random() < (0.6 if sub == 0 else 0.05))
-    rows.append([f'U{rng.integers(1, 300)}', f'N{rng.integers(1, 400)}', click, category,
-                 f'{category}-{sub}'])
-  _write(os.path.join(directory, 'mind_sample.csv'),
-         ['User_ID', 'News_ID', 'label', 'Category', 'SubCategory'], rows)
+  rng = np.random.default_rng(seed)
+  _write(os.path.join(directory, name), header, [row(i, rng) for i in range(n)])
   return str(directory)
+
+
+def _mind_row(i, rng) -> list:
+  category = MIND_CATEGORIES[i % len(MIND_CATEGORIES)]
+  sub = int(rng.integers(0, 3))
+  click = int(rng.random() < (0.6 if sub == 0 else 0.05))
+  return [f'U{rng.integers(1, 300)}', f'N{rng.integers(1, 400)}', click, category,
+          f'{category}-{sub}']
+
+
+def _douban_row(i, rng) -> list:
+  month = int(rng.integers(1, 80))
+  return [int(rng.integers(1, 200)), int(rng.integers(1, 400)), int(rng.random() < 0.6),
+          DOUBAN_DOMAINS[i % len(DOUBAN_DOMAINS)], _PLACES[int(rng.integers(0, 5))],
+          f'{2005 + month // 12}-{month % 12 + 1:02d}-01', month]
+
+
+def write_mind_sample(directory) -> str:
+  return _write_sample(directory, 'mind_sample.csv',
+                       ['User_ID', 'News_ID', 'label', 'Category', 'SubCategory'], MIND_ROWS, 1,
+                       _mind_row)
 
 
 def write_douban_sample(directory) -> str:
-  os.makedirs(directory, exist_ok=True)
-  rng = np.random.default_rng(2)
-  rows = []
-  for i in range(DOUBAN_ROWS):
-    month = int(rng.integers(1, 80))
-    rows.append([int(rng.integers(1, 200)), int(rng.integers(1, 400)), int(rng.random() < 0.6),
-                 DOUBAN_DOMAINS[i % len(DOUBAN_DOMAINS)], _PLACES[int(rng.integers(0, 5))],
-                 f'{2005 + month // 12}-{month % 12 + 1:02d}-01', month])
-  _write(os.path.join(directory, 'douban_sample.csv'),
-         ['user_id', 'item_id', 'rating', 'domain', 'living_place', 'join_time', 'time_bin'], rows)
-  return str(directory)
+  return _write_sample(directory, 'douban_sample.csv',
+                       ['user_id', 'item_id', 'rating', 'domain', 'living_place', 'join_time',
+                        'time_bin'], DOUBAN_ROWS, 2, _douban_row)
 
 
 def write_samples(directory) -> str:

@@ -44,6 +44,7 @@ def _csv(path):
   return list(csv.DictReader(open(path)))
 
 
+@pytest.mark.slow
 def test_compare_end_to_end(tmp_path, capsys):
   b = tiny_compare(tmp_path)
   result = compare.run(b)
@@ -244,6 +245,7 @@ def test_oracle_legend_entry_is_inside_the_legend_box():
   assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
 
 
+@pytest.mark.slow
 def test_learning_curve_on_a_prepared_dataset_takes_its_first_rows(tmp_path):
   from midpg_jax.data import load_dataset
   from test_datasets import SAMPLE_FILES, shared_samples

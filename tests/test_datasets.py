@@ -401,6 +401,7 @@ def test_tfds_builder_writes_array_record_of_the_raw_rows(tmp_path):
   assert os.path.getmtime(os.path.join(again.data_dir, files[0])) == mtime
 
 
+@pytest.mark.slow
 def test_training_smoke_run_on_mind_reports_per_scenario_auc(tmp_path):
   from midpg_jax import trainer
   config = mind_config.get_config()

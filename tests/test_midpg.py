@@ -136,6 +136,7 @@ def test_never_builds_batch_by_weight_tensor(data, generator_features):
   assert not seen & forbidden, f'built a (B, d_in, d_out) tensor: {seen & forbidden}'
 
 
+@pytest.mark.slow
 def test_ablation_switches_build_and_run(data):
   c, ds, batch = data
   switches = ({'use_shared': False}, {'use_specific': False}, {'combine': 'replace'},
@@ -218,6 +219,7 @@ def test_mi_gradient_reaches_q_and_b_at_identity_init(data, initialised):
       assert float(np.linalg.norm(g[f'layer_{l}'][name])) > 1e-2, (l, name)
 
 
+@pytest.mark.slow
 def test_mi_gradient_reaches_generator_and_every_factor_after_training(trained):
   model, stacked, fits = trained
   batch = jax.tree.map(lambda a: a[-1], stacked)
@@ -302,6 +304,7 @@ def initial_logit_stds(data):
   return {k: float(v) for k, v in run_compiled(stds, keys, batch).items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('overrides', LOGIT_SCALE_SWITCHES)
 def test_initial_logit_scale_is_that_of_a_plain_mlp(initial_logit_stds, overrides):
   """Every combine / ablation switch starts at a plain MLP's logit scale (std within 3x; the

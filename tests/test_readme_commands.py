@@ -118,6 +118,7 @@ def test_every_readme_command_runs(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('args,message', [
     (['--config.model.midpg.rnak=8'], 'error: --config.model.midpg.rnak=8: no config key '
                                       '\'rnak\'. Did you mean "rank" instead of "rnak"?'),

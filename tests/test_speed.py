@@ -54,6 +54,7 @@ def test_gpu_suite_dry_run_walks_every_path_on_cpu(tmp_path):
   assert '### bf16 (dry run' in md and 'dtype f32 and bf16' in md
 
 
+@pytest.mark.slow
 def test_gpu_suite_on_cpu_without_dry_run_is_refused(tmp_path):
   proc = _speed(tmp_path, '--suite', 'gpu', '--models', 'shared_bottom')
   assert proc.returncode == 1

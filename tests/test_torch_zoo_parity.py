@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip(
-    'torch', reason='torch is not installed: `pip install -r requirements-bench.txt` '
-    '(`make test` does) to run the PyTorch parity tests')
+from conftest import import_torch
+
+torch = import_torch()
 pytestmark = pytest.mark.torch
 
 from midpg_jax import objective  # noqa: E402

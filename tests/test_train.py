@@ -27,6 +27,7 @@ def learnt(tmp_path_factory):
   return runs
 
 
+@pytest.mark.slow
 def test_midpg_beats_scenario_blind_logistic_and_approaches_oracle(learnt):
   m, lr = learnt['midpg']['test']['overall'], learnt['logistic']['test']['overall']
   print('midpg', m, '\nlogistic', lr)
@@ -62,6 +63,7 @@ def test_training_writes_metrics_jsonl_and_final_json(one_epoch_run):
   assert final['test']['overall']['auc'] == pytest.approx(summary['test']['overall']['auc'])
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path):
   c = tiny_config()
   c.train.num_epochs = 2  # 2 x 16 steps, evaluated (and checkpointed) every 5
@@ -151,6 +153,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(one_epoch_run, tmp
   assert np.isfinite(result['overall']['auc'])
 
 
+@pytest.mark.slow
 def test_row_sparse_embeddings_with_donated_state_train_and_resume_exactly(tmp_path):
   """The sparse path donates the state to the step (even on CPU): checkpoints, evaluation and
   resuming must still see valid buffers and give the uninterrupted result."""

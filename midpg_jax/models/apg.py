@@ -22,7 +22,7 @@ K x K core S(z) generated. The forward pass is decomposed, h W(z) = ((h U) S(z))
 With the 'scenario' condition there are only S cores, so (h U) S_s is a per-scenario matmul through
 the path every model shares (`model.scenario_matmul`, scenario_ops.py): one (K, K) weight per tile,
 not a (K, K) core gathered per row and a batched matrix-vector product per row, which ran at ~10 %
-of the machine's matmul rate (README "Speed").
+of the machine's matmul rate (docs/speed.md).
 """
 
 from __future__ import annotations

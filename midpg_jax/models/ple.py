@@ -46,7 +46,7 @@ class PLE(ScenarioModel):
     drop = (nn.Dropout(self.dropout, deterministic=not train) if self.dropout > 0
             else lambda t: t)
     # Same function and parameters as computing all S + 1 paths at every level, arranged for
-    # speed (README "Speed"): every matmul of a level that reads one input is ONE matmul, and
+    # speed (docs/speed.md): every matmul of a level that reads one input is ONE matmul, and
     # the last level computes only the row's own path (the only one read after it).
     # `paths`: None while every scenario's path equals `shared` (level 0's input); else (S, B, d)
     # every scenario's path; before the last level (B, d) the row's own path.
