@@ -60,7 +60,7 @@ def _blocks(path: str) -> list[tuple[str, str]]:
 def _shell_commands(path: str) -> list[str]:
   return [line.split('  #')[0].strip() for lang, text in _blocks(path) if lang != 'python'
           for line in text.splitlines()
-          if re.match(r'\s*(\S+=\S+ )*(\.venv/bin/)?(python |midpg-|make |pip )', line)]
+          if re.match(r'\s*(\S+=\S+\s+)*(\.venv/bin/)?(python |midpg-|make |pip )', line)]
 
 
 def _shrunk(command: str) -> str:
@@ -145,7 +145,7 @@ def _doc_commands() -> list[str]:
   variables and the `.venv/bin/` of their python."""
   pages = [os.path.join(ROOT, 'README.md')] + [
       os.path.join(ROOT, 'docs', f) for f in sorted(os.listdir(os.path.join(ROOT, 'docs')))]
-  commands = [re.sub(r'^(\S+=\S+ )*(\.venv/bin/)?', '', c) for p in pages
+  commands = [re.sub(r'^(\S+=\S+\s+)*(\.venv/bin/)?', '', c) for p in pages
               for c in _shell_commands(p)]
   return [c for c in commands if c.startswith(('python ', 'midpg-'))]
 
