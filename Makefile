@@ -2,15 +2,19 @@
 #   make train   creates .venv if missing, installs requirements.txt and the project itself
 #                (pip install -e ., so the midpg-* commands exist), trains MI-DPG on the
 #                built-in synthetic dataset and prints the per-scenario table
-#   make test    same environment, runs the test suite (the environment includes
-#                requirements-bench.txt: torch, for the PyTorch parity tests and midpg_jax.speed)
+#   make test    same environment, runs the whole test suite (what CI runs; the environment
+#                includes requirements-bench.txt: torch, for the PyTorch parity tests and
+#                benchmarks/speed)
+#   make test-fast  the tests not marked slow or torch (pyproject.toml): under 3 minutes
+# ARGS adds flags to train/eval, e.g. make train ARGS=--config.train.num_epochs=2
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
 CONFIG ?= configs/default.py
+ARGS ?=
 
-.PHONY: train test eval clean compile-env
+.PHONY: train test test-fast eval clean compile-env
 
 # midpg-compile for TPU slices and NVIDIA GPUs that are not attached (compile-only libtpu and the
 # JAX CUDA plugin, ~1 GB): a venv of its own, outside `make test`'s set.
@@ -32,13 +36,16 @@ $(VENV)/.installed: requirements.txt requirements-bench.txt pyproject.toml
 	touch $@
 
 train: $(VENV)/.installed
-	$(PY) train.py --config $(CONFIG) --workdir $(WORKDIR)
+	$(PY) train.py --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
 
 eval: $(VENV)/.installed
-	$(PY) eval.py --config $(CONFIG) --workdir $(WORKDIR)
+	$(PY) eval.py --config $(CONFIG) --workdir $(WORKDIR) $(ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q tests -m 'not slow and not torch'
 
 clean:
 	rm -rf runs

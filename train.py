@@ -6,7 +6,7 @@ would change what it computes is refused (see midpg_jax/run_config.py).
 Several devices are used through the mesh of --config.mesh.shape (default: all of them, data
 parallel); several hosts: one process per host with --coordinator_address, --num_processes and
 --process_id (or found by JAX under SLURM, Open MPI, a TPU pod slice or a Kubernetes job). See
-README "Running on several GPUs, a TPU pod slice and several hosts".
+docs/distributed.md.
 """
 
 from midpg_jax.commands import train

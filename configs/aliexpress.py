@@ -6,17 +6,9 @@ The expected columns (search_id, categorical_1..16, numerical_1..63, click, conv
 data keys: midpg_jax/data/aliexpress.py (download instructions: aliexpress.INSTRUCTIONS).
 """
 
-from configs import default
-from midpg_jax.data import aliexpress
-
-
-# The public files name no field; these are a guess, not a known user/context set
-# (override with --config.model.midpg.generator_features=...).
-INSTANCE_FIELDS = ('categorical_1', 'categorical_2', 'categorical_3', 'categorical_4')
+from midpg_jax import config
 
 
 def get_config(mode: str | None = None):
-  """mode: MI-DPG's generator input, 'scenario' or 'instance' (default.DEFAULT_GENERATOR_MODE)."""
-  config = default.get_config()
-  config.data = aliexpress.data_config()
-  return default.with_generator_mode(config, mode, INSTANCE_FIELDS)
+  """mode: MI-DPG's generator input, 'scenario' (default) or 'instance'."""
+  return config.get_config(mode, dataset='aliexpress')

@@ -6,16 +6,9 @@ Data keys and the file format: midpg_jax/data/amazon.py (download instructions:
 amazon.INSTRUCTIONS).
 """
 
-from configs import default
-from midpg_jax.data import amazon
-
-
-# The only user-side field of the review records.
-INSTANCE_FIELDS = ('reviewerID',)
+from midpg_jax import config
 
 
 def get_config(mode: str | None = None):
-  """mode: MI-DPG's generator input, 'scenario' or 'instance' (default.DEFAULT_GENERATOR_MODE)."""
-  config = default.get_config()
-  config.data = amazon.data_config()
-  return default.with_generator_mode(config, mode, INSTANCE_FIELDS)
+  """mode: MI-DPG's generator input, 'scenario' (default) or 'instance'."""
+  return config.get_config(mode, dataset='amazon')

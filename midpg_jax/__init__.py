@@ -12,12 +12,6 @@ import the training code (flax, optax, orbax) and `import midpg_jax` stays cheap
 
 from importlib import metadata as _metadata
 
-from midpg_jax import xla_defaults as _xla_defaults
-
-# Before any JAX backend starts: XLA flags measured faster for this project's models
-# (midpg_jax/xla_defaults.py; MIDPG_JAX_XLA_DEFAULTS=0 or the flag in XLA_FLAGS overrides).
-_xla_defaults.apply()
-
 try:
   __version__ = _metadata.version('midpg-jax')
 except _metadata.PackageNotFoundError:  # running from a source checkout that is not installed

@@ -28,7 +28,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from midpg_jax import evaluation, run_config
+from midpg_jax import checkpoint, evaluation, run_config
 from midpg_jax.checkpoint import Checkpointer
 from midpg_jax.data.encode import ENCODER_FILE, Encoder
 from midpg_jax.data.schema import Columns, FeatureSpec
@@ -66,9 +66,7 @@ def restore_variables(config, spec: FeatureSpec, workdir: str, kind: str = 'best
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                                                  sharding=device), shapes)
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints', kind)):
-    raise CheckpointError(f'no {kind} checkpoint in {os.path.abspath(workdir)}/checkpoints/{kind}:'
-                          f' train first (python train.py --config ... --workdir {workdir})')
+  checkpoint.require(workdir, kind)
   checkpointer = Checkpointer(workdir, create=False)
   try:
     state, _ = checkpointer.restore(kind, target, weights_only=True)

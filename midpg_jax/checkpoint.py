@@ -1,9 +1,14 @@
 """Orbax checkpoints of the train state: the latest (for resuming) and the best (for evaluation).
 
-Layout in the workdir:
-  checkpoints/latest/<step>/   the state after the most recent evaluation, and the trainer's
-                               position (epoch, step in epoch, early-stopping record)
-  checkpoints/best/<step>/     the state with the best validation AUC so far
+One orbax CheckpointManager in <workdir>/checkpoints/<step>/ keeps two steps at most: the latest
+(the state after the most recent evaluation, and the trainer's position: epoch, step in epoch,
+early-stopping record) and the best (the state with the best validation score so far). A step
+saved as best carries the metric {'best_step': step}; the manager's preservation policy keeps the
+newest step (LatestN(1)) and the newest step with that metric (BestN(1)), so the best is written
+once, also when it is the latest, and `best_step()` is orbax's own.
+
+Runs written before (checkpoints/latest/<step>/ and checkpoints/best/<step>/, a manager each) are
+read as they are: evaluation, prediction and export work on them; training does not resume there.
 
 Orbax writes each checkpoint to a temporary folder and renames it when complete, so an
 interrupted or failed save never damages the previous checkpoint.
@@ -21,10 +26,12 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
 
 from midpg_jax.errors import CheckpointError
 
 KINDS = ('latest', 'best')
+_BEST = 'best_step'  # the metric of a step saved as best: its step, so the newest best wins
 
 
 def _restore_target(x: Any) -> Any:
@@ -36,25 +43,66 @@ def _restore_target(x: Any) -> Any:
   return ocp.utils.to_shape_dtype_struct(x)
 
 
+def _manager(path: str, create: bool) -> ocp.CheckpointManager:
+  """The one manager of a workdir: keeps the newest step and the newest step saved as best."""
+  best_fn = lambda metrics: metrics[_BEST]  # noqa: E731
+  policy = checkpoint_managers.AnyPreservationPolicy([
+      checkpoint_managers.LatestN(n=1),
+      checkpoint_managers.BestN(get_metric_fn=best_fn, n=1,
+                                keep_checkpoints_without_metrics=False)])
+  # best_fn makes best_step() orbax's; the policy (not max_to_keep, which would keep the best
+  # N only) decides what is deleted.
+  options = ocp.CheckpointManagerOptions(create=create, best_fn=best_fn,
+                                         preservation_policy=policy)
+  return ocp.CheckpointManager(path, options=options)
+
+
+def _missing(kind: str, directory: str) -> CheckpointError:
+  return CheckpointError(f'no {kind} checkpoint in {directory}: train first (midpg-train '
+                         f'--config ... --workdir {os.path.dirname(directory)})')
+
+
+def require(workdir: str, kind: str) -> None:
+  """Raises the CheckpointError of a missing `kind` checkpoint before anything costly is built."""
+  checkpointer = Checkpointer(workdir, create=False)
+  try:
+    if checkpointer.latest_step(kind) is None:
+      raise _missing(kind, checkpointer.directory)
+  finally:
+    checkpointer.close()
+
+
 class Checkpointer:
   def __init__(self, workdir: str, create: bool = True):
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
-    self._managers = {}
-    for kind in KINDS:
-      options = ocp.CheckpointManagerOptions(max_to_keep=1, create=create)
-      path = os.path.join(self.directory, kind)
-      if not create and not os.path.isdir(path):
-        continue
-      self._managers[kind] = ocp.CheckpointManager(path, options=options)
+    legacy = [k for k in KINDS if os.path.isdir(os.path.join(self.directory, k))]
+    self._legacy = {k: ocp.CheckpointManager(os.path.join(self.directory, k),
+                                             options=ocp.CheckpointManagerOptions(read_only=True))
+                    for k in legacy}
+    self._manager = None
+    if not legacy and (create or os.path.isdir(self.directory)):
+      self._manager = _manager(self.directory, create)
 
   def latest_step(self, kind: str) -> int | None:
-    manager = self._managers.get(kind)
-    return None if manager is None else manager.latest_step()
+    if kind in self._legacy:
+      return self._legacy[kind].latest_step()
+    if self._manager is None:
+      return None
+    return self._manager.best_step() if kind == 'best' else self._manager.latest_step()
 
   def save(self, kind: str, step: int, state: Any, meta: dict) -> None:
-    self._managers[kind].save(
+    """Saves `state` and `meta` at `step` as the `kind` checkpoint; a step saved already (the
+    trainer saves a new best, then the same step as the latest) is not written again."""
+    if self._manager is None:
+      raise CheckpointError(f'{self.directory} holds checkpoints of an older layout (latest/, '
+                            'best/): they can be evaluated, not trained further; use another '
+                            '--workdir')
+    if step in self._manager.all_steps():
+      return
+    self._manager.save(
         step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                      meta=ocp.args.JsonSave(meta)), force=True)
+                                      meta=ocp.args.JsonSave(meta)),
+        metrics={_BEST: step} if kind == 'best' else None, force=True)
 
   def restore(self, kind: str, abstract_state: Any,
               weights_only: bool = False) -> tuple[Any, dict]:
@@ -67,10 +115,9 @@ class Checkpointer:
     it (e.g. one saved before the learning rate moved into the optimizer state).
     """
     step = self.latest_step(kind)
-    path = os.path.join(self.directory, kind)
+    path = os.path.join(self.directory, kind) if kind in self._legacy else self.directory
     if step is None:
-      raise CheckpointError(f'no {kind} checkpoint in {path}: train first '
-                            f'(python train.py --config ... --workdir {os.path.dirname(self.directory)})')
+      raise _missing(kind, self.directory)
     target = jax.tree_util.tree_map(_restore_target, abstract_state)
     try:
       try:
@@ -91,7 +138,8 @@ class Checkpointer:
     return (state.replace(opt_state=None) if weights_only else state), dict(restored['meta'])
 
   def _read(self, kind: str, step: int, target: Any) -> dict:
-    return self._managers[kind].restore(
+    manager = self._legacy.get(kind, self._manager)
+    return manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                       meta=ocp.args.JsonRestore()))
 
@@ -105,10 +153,13 @@ class Checkpointer:
         lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding),
         tree.get('opt_state'), is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
 
+  def _managers(self) -> list[ocp.CheckpointManager]:
+    return [m for m in (self._manager, *self._legacy.values()) if m is not None]
+
   def wait(self) -> None:
-    for manager in self._managers.values():
+    for manager in self._managers():
       manager.wait_until_finished()
 
   def close(self) -> None:
-    for manager in self._managers.values():
+    for manager in self._managers():
       manager.close()

@@ -1,5 +1,11 @@
-"""What train.py and eval.py share: the --config flag, the run's own config, one line per mistake.
+"""What every command shares: absl flags with one --config flag, the run's own config, the XLA
+flags of the process, one line per mistake.
 
+Every command (midpg_jax/commands/: train, eval, prepare, predict, export, compare) defines its
+flags with absl, --config with `define_config_flag` (an ml_collections config file, by default
+the packaged midpg_jax/config.py, with --config.<key>=<value> overrides), and runs its `main`
+through `run`, which first sets the package's XLA flags for the process (`xla_defaults`: before
+JAX's backend starts, which is what makes them take effect; importing midpg_jax sets nothing).
 A user's mistake (a `UserError`, a missing or broken config file, an unknown or mistyped
 --config.<key> override) ends the program with one line, `error: ...`, and exit status 1; a bug of
 ours keeps its traceback.
@@ -15,7 +21,7 @@ from typing import Callable
 from absl import app, flags
 from ml_collections import config_flags
 
-from midpg_jax import partitioning, run_config
+from midpg_jax import partitioning, run_config, xla_defaults
 from midpg_jax.errors import USER_ERRORS, ConfigError
 
 # Raised by ml_collections while it reads --config.<key>=<value> overrides (an unknown key, a value
@@ -62,14 +68,22 @@ def exit_with(message: str) -> None:
   sys.exit(f'error: {message}')
 
 
-def define_config_flag(help_text: str, name: str = 'config',
-                       default: str = 'configs/default.py') -> None:
-  """--config <file> and its --config.<key>=<value> overrides.
+# The default --config of train, eval and prepare: the package's own config file, found from any
+# folder (a path inside the installed package, not one relative to the working directory).
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'config.py')
+
+
+def define_config_flag(help_text: str, default: str | None = DEFAULT_CONFIG,
+                       lock_config: bool = True, name: str = 'config') -> None:
+  """--config <file>[:<argument>] and its --config.<key>=<value> overrides; `default` None makes
+  the flag required. lock_config: an override may not add a key the config lacks.
 
   ml_collections parses the overrides when the flag is defined, so a mistyped key fails here.
   """
   try:
-    config_flags.DEFINE_config_file(name, default, help_text, lock_config=True)
+    config_flags.DEFINE_config_file(name, default, help_text, lock_config=lock_config)
+    if default is None:
+      flags.mark_flag_as_required(name)
   except _CONFIG_FLAG_ERRORS as e:
     exit_with(_override_error(name, e))
 
@@ -95,6 +109,11 @@ def config_from_flags(workdir: str | None = None, name: str = 'config'):
   return config
 
 
+def config_file_name(name: str = 'config') -> str:
+  """The file (with its ':<argument>', if any) that --<name> names."""
+  return config_flags.get_config_filename(flags.FLAGS[name])
+
+
 def _list_in_help(modules) -> None:
   """absl's --help lists the flags of the main module, named by sys.argv[0] (train.py, or the
   console script midpg-train); a command's flags are defined in its package module and, for
@@ -105,7 +124,9 @@ def _list_in_help(modules) -> None:
 
 
 def run(main: Callable) -> None:
-  """app.run(main), printing a UserError raised by `main` as one line."""
+  """app.run(main) after setting the package's XLA flags for this process, printing a UserError
+  raised by `main` as one line."""
+  xla_defaults.apply()  # before anything starts JAX's backend
   _list_in_help((main.__module__, __name__, partitioning.__name__))
 
   def guarded(argv):

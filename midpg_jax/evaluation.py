@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from typing import Callable
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from midpg_jax import metrics
+from midpg_jax import checkpoint, metrics
 from midpg_jax.build import setup, state_shardings
 from midpg_jax.checkpoint import Checkpointer
 from midpg_jax.data import pipeline
 from midpg_jax.data.schema import FeatureSpec, num_rows
-from midpg_jax.errors import CheckpointError, ConfigError
+from midpg_jax.errors import ConfigError
 from midpg_jax.partitioning import Partitioner
 from midpg_jax.train_state import make_predict_step, model_inputs
 
@@ -98,9 +97,7 @@ def evaluate_checkpoint(config, workdir: str, split: str = 'test', kind: str = '
   Returns (metrics, probs, dataset, meta); meta is the checkpoint's loop record plus
   'checkpoint_step', the step of the restored state. Raises CheckpointError when there is none.
   """
-  if not os.path.isdir(os.path.join(workdir, 'checkpoints', kind)):
-    raise CheckpointError(f'no {kind} checkpoint in {os.path.abspath(workdir)}/checkpoints/{kind}:'
-                          f' train first (python train.py --config ... --workdir {workdir})')
+  checkpoint.require(workdir, kind)
   partitioner = partitioner or Partitioner.from_config(config)
   # Nothing is initialised: the checkpoint is read straight into this mesh's shardings.
   dataset, model, _, state, _ = setup(config, partitioner=partitioner, abstract=True)

@@ -1,6 +1,7 @@
 """Serving export: a trained run as a self-contained folder that scores without the training code.
 
-  midpg-export --workdir runs/aliccp --out export/aliccp        (or export_run(...) in Python)
+  midpg-export --workdir runs/aliccp --out export/aliccp   (midpg_jax/commands/export.py; or
+                                                           export_run(...) in Python)
 
   from midpg_jax.export import load_exported
   model = load_exported('export/aliccp')
@@ -26,11 +27,9 @@ its StableHLO (jax guarantees at least 6 months of backward compatibility).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import time
 
 import jax
@@ -167,27 +166,3 @@ class ExportedModel:
 
 def load_exported(directory: str) -> ExportedModel:
   return ExportedModel(directory)
-
-
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(prog='midpg-export', description='Writes the serving folder of a '
-                              'trained run (see midpg_jax/export.py).')
-  p.add_argument('--workdir', required=True, help='the training run')
-  p.add_argument('--out', required=True, help='the folder to write (replaced if it exists)')
-  p.add_argument('--checkpoint', choices=('best', 'latest'), default='best')
-  p.add_argument('--prepared_dir', default=None, help='the prepared dataset (default: found '
-                 'from the run config)')
-  p.add_argument('--platforms', default='cpu', help="comma-separated: cpu, cuda, rocm, tpu")
-  args = p.parse_args(argv)
-  from midpg_jax import api
-  from midpg_jax.errors import USER_ERRORS
-  try:
-    run = api.load_run(args.workdir, args.checkpoint, args.prepared_dir)
-    out = export_run(run, args.out, tuple(args.platforms.split(',')))
-  except USER_ERRORS as e:
-    sys.exit(f'error: {e}')
-  print(f'exported {run.config.model.name} ({args.checkpoint} checkpoint) to {out}')
-
-
-if __name__ == '__main__':
-  main()

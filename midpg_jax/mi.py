@@ -15,12 +15,12 @@ count row i `weights[i]` times: when z depends on the scenario only, the B rows 
 ones, so the caller passes the (S, S) scores, scenario = arange(S) and the scenarios' row counts
 as weights: the same bound without any (B, S) array or its scatter-add gradient (MI-DPG's step:
 869 -> 818 XLA ops, and the term's measured cost from 0.26-0.40x the backbone's step on a loaded
-machine to nothing measurable; README "Speed").
+machine to nothing measurable; docs/speed.md).
 
 Why prototypes instead of in-batch pairs: with in-batch negatives, two examples of the same
 scenario form a "negative" pair that is in fact positive (false negatives). Against the S
 prototypes the positive of example i is exactly m_{s_i} and every other prototype is a true
-negative. This is our reconstruction (see shared/docs/MIDPG.md), not the paper's stated text.
+negative. This is our reconstruction (see docs/midpg.md), not the paper's stated text.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Scoring raw rows with a trained run, streaming: CSV in, CSV or Parquet out.
+"""Scoring raw rows with a trained run, streaming: CSV in, CSV or Parquet out (`predict_file`).
 
   midpg-predict --workdir runs/aliccp --input new_rows.csv --output scores.parquet \
-      [--id_columns user_id,item_id] [--checkpoint best]
+      [--id_columns user_id,item_id] [--checkpoint best]        (midpg_jax/commands/predict.py)
 
 The input has the source files' columns and value forms (extra columns such as labels are
 ignored); each chunk of rows is read and checked (a bad value is an error naming the file, line and
@@ -16,10 +16,8 @@ and writing work on three chunks at once; each model call takes one scenario's r
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 import time
 from typing import Iterator
 
@@ -27,7 +25,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from midpg_jax import xla_defaults
 from midpg_jax.errors import DataError
 
 OUTPUT_FORMATS = ('.csv', '.parquet')
@@ -191,71 +188,3 @@ def predict_file(run, input_path: str, output_path: str, *, id_columns=(),
     writer.close(complete)
   return {'rows': rows, 'seconds': time.perf_counter() - start,
           'cpu_seconds': time.process_time() - cpu_start}
-
-
-def default_compile_cache() -> str:
-  """~/.cache/midpg-jax/xla (under $XDG_CACHE_HOME when set)."""
-  return os.path.join(os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'),
-                      'midpg-jax', 'xla')
-
-
-def main(argv=None) -> None:
-  p = argparse.ArgumentParser(prog='midpg-predict', description='Scores raw rows with a trained '
-                              'run (see midpg_jax/predict.py).')
-  p.add_argument('--workdir', required=True, help='the training run')
-  p.add_argument('--input', required=True, help='CSV (or .csv.gz) with the source columns')
-  p.add_argument('--output', required=True, help='.csv or .parquet')
-  p.add_argument('--id_columns', default='', help='comma-separated input columns to copy to the '
-                 'output (default: a row index)')
-  p.add_argument('--checkpoint', choices=('best', 'latest'), default='best')
-  p.add_argument('--prepared_dir', default=None, help='the prepared dataset whose Encoder is '
-                 'applied (default: found from the run config)')
-  p.add_argument('--delimiter', default=',')
-  p.add_argument('--chunk_bytes', type=int, default=1 << 24, help='CSV bytes per chunk')
-  p.add_argument('--batch_size', type=int, default=DEFAULT_BATCH_SIZE, help='rows per model '
-                 'call (the scores agree with eval.py\'s to float32 rounding at any size)')
-  p.add_argument('--no_progress', action='store_true')
-  p.add_argument('--compile_cache', default=default_compile_cache(), help='folder of XLA\'s '
-                 'persistent compilation cache, so a run\'s predict function compiles once, not on '
-                 'every call of this command (\'\' = off; JAX_COMPILATION_CACHE_DIR, when set, '
-                 'wins)')
-  p.add_argument('--xla_flags', default='', help='more XLA flags, added to XLA_FLAGS for this '
-                 'process unless XLA_FLAGS sets them already (the package\'s defaults, '
-                 'midpg_jax/xla_defaults.py, are set on import)')
-  args = p.parse_args(argv)
-  # XLA reads XLA_FLAGS when its backend starts (here: in load_run); restored afterwards, so a
-  # process that calls main() leaves its own XLA_FLAGS (and its subprocesses') as they were.
-  user_xla_flags = os.environ.get('XLA_FLAGS')
-  os.environ['XLA_FLAGS'] = xla_defaults.with_xla_flags(args.xla_flags)
-  try:
-    _predict(args)
-  finally:
-    if user_xla_flags is None:
-      os.environ.pop('XLA_FLAGS', None)
-    else:
-      os.environ['XLA_FLAGS'] = user_xla_flags
-
-
-def _predict(args) -> None:
-  import jax
-  from midpg_jax import api
-  from midpg_jax.errors import USER_ERRORS
-  if args.compile_cache and not jax.config.jax_compilation_cache_dir:
-    # Measured on 1M rows: the compile is ~4 of the ~17 CPU-s; a cache hit costs ~0.5.
-    jax.config.update('jax_compilation_cache_dir', os.path.expanduser(args.compile_cache))
-    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-  try:
-    run = api.load_run(args.workdir, args.checkpoint, args.prepared_dir)
-    ids = [c.strip() for c in args.id_columns.split(',') if c.strip()]
-    result = predict_file(run, args.input, args.output, id_columns=ids,
-                          chunk_bytes=args.chunk_bytes, progress=not args.no_progress,
-                          delimiter=args.delimiter, batch_size=args.batch_size)
-  except USER_ERRORS as e:
-    sys.exit(f'error: {e}')
-  rows, seconds, cpu = result['rows'], result['seconds'], result['cpu_seconds']
-  print(f'{rows:,} rows scored in {seconds:.1f}s ({rows / max(seconds, 1e-9):,.0f} rows/s; '
-        f'{cpu:.1f} CPU-s, {rows / max(cpu, 1e-9):,.0f} rows per CPU-s) -> {args.output}')
-
-
-if __name__ == '__main__':
-  main()

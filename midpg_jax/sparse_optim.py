@@ -182,9 +182,7 @@ def gather_rows(table: jax.Array, rows: jax.Array) -> jax.Array:
 
 def global_norm(dense_grads, row_grads: dict) -> jax.Array:
   """The dense gradient's global norm (row gradients are its only non-zero rows)."""
-  sq = sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(dense_grads))
-  sq = sq + sum(jnp.sum(jnp.square(g)) for g in row_grads.values())
-  return jnp.sqrt(sq)
+  return optax.tree.norm((dense_grads, row_grads))
 
 
 def sparse_update(opt: RowSparseOptimizer, tables: dict, slots: dict, found: dict,
@@ -250,8 +248,7 @@ def make_sparse_train_step(model, opt: RowSparseOptimizer, mi_weight: float,
     if opt.clip_norm:
       norm = global_norm(dense_grads, row_grads)
       scale = jnp.where(norm < opt.clip_norm, 1.0, opt.clip_norm / norm)  # optax's rule
-      dense_grads = jax.tree_util.tree_map(lambda g: g * scale, dense_grads)
-      row_grads = {n: g * scale for n, g in row_grads.items()}
+      dense_grads, row_grads = optax.tree.scale(scale, (dense_grads, row_grads))
     opt_state = state.opt_state
     updates, dense_opt_state = opt.dense.update(dense_grads, opt_state['dense'], dense_params)
     dense_params = optax.apply_updates(dense_params, updates)

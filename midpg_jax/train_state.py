@@ -197,7 +197,7 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, sampl
 
 
 def count_params(params) -> int:
-  return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
+  return int(optax.tree.size(params))
 
 
 def _apply(model, state_params, model_state, batch, train, rngs=None):

@@ -1,6 +1,6 @@
 """A PyTorch reference of MI-DPG (and its plain backbone), for parity tests and benchmarks only.
 
-Mirrors `midpg_jax/models/midpg.py`, `midpg_jax/models/baselines.py` (`Mlp`),
+Mirrors `midpg_jax/models/midpg.py`, `midpg_jax/models/mlp.py` (`Mlp`),
 `midpg_jax/mi.py` and `midpg_jax/objective.py` layer for layer, with the same initialisation
 ranges (embeddings normal(0.05), kernels LeCun-normal truncated at 2 sigma, low-rank input
 factors normal(1/sqrt(rank)), Q = B = 0 so M = 0 at the start, zero biases; for 'replace' the
@@ -373,7 +373,7 @@ class TorchMIDPG(nn.Module):
 
 
 class TorchMLP(nn.Module):
-  """midpg_jax.models.baselines.Mlp: embeddings -> MLP -> 1 logit, scenario ignored."""
+  """midpg_jax.models.mlp.Mlp: embeddings -> MLP -> 1 logit, scenario ignored."""
 
   def __init__(self, spec, hidden=(256, 128, 64), embed_dim=16, act='relu', sparse_min_rows=0):
     super().__init__()

@@ -1,5 +1,5 @@
-"""PyTorch references of MMoE and PLE (midpg_jax/models/moe.py): experts and gates as lists of
-nn.Linear, a tower per scenario on its rows. See reference/torch_zoo.py."""
+"""PyTorch references of MMoE and PLE (midpg_jax/models/mmoe.py, ple.py): experts and gates as
+lists of nn.Linear, a tower per scenario on its rows. See reference/torch_zoo.py."""
 
 from __future__ import annotations
 

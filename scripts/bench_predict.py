@@ -6,7 +6,7 @@ Makes what is missing under --work (kept for the next call): a run of the defaul
 (configs/aliccp.py, MI-DPG 256-128-64) trained for one epoch on the Ali-CCP sample in
 ../shared (speed does not depend on what it learnt), and an input CSV of --rows rows whose ids
 are drawn from the sample's columns plus ~10 % unseen ids (the out-of-vocabulary path) and whose
-dense values are resampled. Then runs `python -m midpg_jax.predict` in a fresh process
+dense values are resampled. Then runs `midpg-predict` (midpg_jax.commands.predict) in a fresh process
 --repeats times (the first call may compile; the compile cache is under --work) and prints per
 call: rows/s inside predict_file and for the whole process, rows per CPU-second (process CPU
 time), CPU-s / wall-s (how many cores the scoring kept busy) and the peak RSS.
@@ -36,9 +36,9 @@ def make_run(work: str, samples: str) -> str:
   run_dir = os.path.join(work, 'run')
   if os.path.isfile(os.path.join(run_dir, 'final_metrics.json')):
     return run_dir
-  from configs import aliccp
+  from midpg_jax import config
   from midpg_jax import trainer
-  c = aliccp.get_config()
+  c = config.get_config(dataset='aliccp')
   c.data.manual_dir = samples
   for split, name in (('train', 'train'), ('validation', 'val'), ('test', 'test')):
     c.data[f'{split}_files'] = f'ali_ccp_{name}_sample.csv'
@@ -92,8 +92,8 @@ def main(argv=None) -> None:
     print(f'wrote {input_path} ({os.path.getsize(input_path) / 1e6:.0f} MB) in '
           f'{time.perf_counter() - start:.0f}s', flush=True)
   output = os.path.join(args.work, 'scores.csv')
-  cmd = [sys.executable, '-m', 'midpg_jax.predict', '--workdir', run_dir, '--input', input_path,
-         '--output', output, '--id_columns', args.id_columns, '--no_progress',
+  cmd = [sys.executable, '-m', 'midpg_jax.commands.predict', '--workdir', run_dir, '--input',
+         input_path, '--output', output, '--id_columns', args.id_columns, '--noprogress',
          '--compile_cache', os.path.join(args.work, 'xla'), *extra]
   print('$', ' '.join(cmd), flush=True)
   for repeat in range(args.repeats):

@@ -49,8 +49,8 @@ SETTINGS = {
 
 
 def base_config():
-  from configs.bench import synthetic
-  c = synthetic.base_config()
+  from midpg_jax.compare import config
+  c = config.base_config()
   c.train.progress_bar = False
   return c
 

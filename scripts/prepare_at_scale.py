@@ -20,7 +20,7 @@ import os
 import resource
 import time
 
-from configs import aliccp as aliccp_config
+from midpg_jax import config
 from midpg_jax.data import aliccp, load_dataset, prepare
 
 
@@ -44,7 +44,7 @@ def main():
   parser.add_argument('--profile', default='', help='write a cProfile of the preparation, timed '
                       'in CPU seconds (parsing threads included), to this file; print its top 25')
   args = parser.parse_args()
-  cfg = aliccp_config.get_config().data
+  cfg = config.get_config(dataset='aliccp').data
   cfg.manual_dir, cfg.prepared_dir = args.manual_dir, args.prepared_dir
   cfg.clicked_only, cfg.rebuild, cfg.progress = args.clicked_only, True, False
   before = peak_rss_gb()

@@ -18,8 +18,8 @@ import time
 
 import jax
 
-from configs.bench import synthetic
 from midpg_jax import build, checkpoint, compare, evaluation, trainer
+from midpg_jax.compare import config as compare_config
 from midpg_jax.compare.plan import variant_config
 from midpg_jax.data import load_dataset
 
@@ -47,7 +47,7 @@ def main():
   args = p.parse_args()
   if args.cache:
     compare.enable_compilation_cache(args.cache)
-  cmp = synthetic.get_config()
+  cmp = compare_config.synthetic()
   t0 = time.perf_counter()
   dataset = load_dataset(cmp.base.data)
   print(f'data generation: {time.perf_counter() - t0:.1f} s', flush=True)

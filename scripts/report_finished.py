@@ -1,7 +1,7 @@
 """The tables of a comparison from the runs that finished, training nothing: for a comparison cut
 short (or trained in parts by separate processes, each with its own runs.csv).
 
-  python -m scripts.report_finished configs.bench.ablation runs/report_ablation \
+  python -m scripts.report_finished ablation runs/report_ablation \
       runs/compare_ablation runs/compare_ablation_extra [--seeds 0,1]
 
 Merges the source folders' runs.csv into the output folder's (runs are keyed by their config's
@@ -11,23 +11,23 @@ and the other tables with the comparison's own report writer.
 """
 
 import argparse
-import importlib
 import os
 
 import ml_collections
 
 from midpg_jax import compare
+from midpg_jax.compare import config as compare_config
 from midpg_jax.compare.plan import RunStore, fingerprint, variant_config, variants
 
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument('config_module')
+  p.add_argument('comparison', help='a name of midpg_jax.compare.config.COMPARISONS')
   p.add_argument('out')
   p.add_argument('sources', nargs='+')
   p.add_argument('--seeds', default='0')
   args = p.parse_args()
-  b = importlib.import_module(args.config_module).get_config()
+  b = compare_config.get_config(args.comparison)
   b.grid, b.heterogeneity_sweep, b.learning_curve = None, (), None
   b.seeds = tuple(int(s) for s in args.seeds.split(','))
   b.compilation_cache_dir = ''

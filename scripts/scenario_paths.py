@@ -14,7 +14,7 @@ import time
 import jax
 import numpy as np
 
-from configs import default
+from midpg_jax import config as default
 from midpg_jax.data import load_dataset, pipeline
 from midpg_jax.models import build_model, mi_weight
 from midpg_jax.train_state import (create_train_state, make_optimizer, make_train_step,

@@ -19,12 +19,15 @@ def child(models, batch_size, steps, reps):
   import time
   import jax
   import numpy as np
-  from configs import default
+  try:
+    from midpg_jax.config import get_config
+  except ImportError:  # a checkout from before the config builders moved into the package
+    from configs.default import get_config
   from midpg_jax import build
   from midpg_jax.data import load_dataset, pipeline
   from midpg_jax.models import mi_weight
   from midpg_jax.train_state import make_train_step, model_inputs
-  c = default.get_config()
+  c = get_config()
   c.data.num_train, c.data.num_val, c.data.num_test = 8 * batch_size, 1000, 1000
   c.train.batch_size = batch_size
   dataset = load_dataset(c.data)

@@ -44,8 +44,8 @@ VARIANTS = {
 def run_variant(name: str, batch: int = 512) -> None:
   import torch
   import torch._inductor.config as ic
-  from midpg_jax.speed.cli import load_config
-  from midpg_jax.speed.jax_side import make_data
+  from midpg_jax.config import get_config
+  from benchmarks.speed.jax_side import make_data
   from reference import torch_midpg as tm
   what, model_kw, compile_kw, inductor = VARIANTS[name]
   for key, value in inductor.items():
@@ -54,7 +54,7 @@ def run_variant(name: str, batch: int = 512) -> None:
     for p in parents:
       obj = getattr(obj, p)
     setattr(obj, leaf, value)
-  config = load_config('configs/default.py')
+  config = get_config()
   ds, host = make_data(config, batch)
   torch.manual_seed(0)
   model = tm.build_torch_model(config.model, ds.spec,

@@ -6,20 +6,22 @@ import tempfile
 import numpy as np
 import pytest
 
-# `midpg_jax` is the installed package (`make` runs `pip install -e .`); `configs` are the
-# repository's config files, importable because `python -m pytest` runs from the repository root.
+# `midpg_jax` is the installed package (`make` runs `pip install -e .`); configs/ holds the
+# repository's config files, loaded by their path (`config_file`) as --config loads them.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-SHARED_DATA = os.path.join(os.path.dirname(ROOT), 'shared', 'data', 'Scenario-Wise-Rec')
 
 
 def pytest_configure(config):
-  """One persistent XLA compilation cache for the whole test run, in this process and in the
+  """The package's XLA flags, set as every entry point sets them (midpg_jax/xla_defaults.py), and
+  one persistent XLA compilation cache for the whole test run, in this process and in the
   subprocesses the tests start (train.py, eval.py, the distributed workers): the suite compiles
   the same train and predict steps again and again (each run jits afresh, so JAX's in-memory
   caches miss), and a cache hit replaces a compilation of seconds by a file read. Kept in
   .pytest_cache between runs; a clean checkout (CI) starts cold. Must be set before the first
   compilation, hence here and not in a fixture."""
+  from midpg_jax import xla_defaults
+  xla_defaults.apply()  # before JAX's backend starts; the subprocesses inherit them
   cache = getattr(config, 'cache', None)  # None under `-p no:cacheprovider`
   directory = (str(cache.mkdir('jax_compilation_cache')) if cache is not None
                else tempfile.mkdtemp(prefix='jax_compilation_cache_'))
@@ -33,10 +35,41 @@ def pytest_configure(config):
                     float(os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']))
 
 
+def import_torch():
+  """torch, for the tests against the PyTorch references (requirements-bench.txt, which `make`
+  installs); without it the calling test module is skipped, with this reason."""
+  return pytest.importorskip('torch', reason='torch is not installed: `pip install -r '
+                             'requirements-bench.txt` (`make` does) to compare with PyTorch')
+
+
+def config_file(name: str):
+  """The module of the config file configs/<name>.py, loaded by its path as `--config` loads it
+  (the files are not a package: the wheel installs midpg_jax alone)."""
+  import importlib.util
+  path = os.path.join(ROOT, 'configs', f'{name}.py')
+  spec = importlib.util.spec_from_file_location('configs_' + name.replace('/', '_'), path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+_SAMPLES = []
+
+
+def swr_samples():
+  """The folder of the Scenario-Wise-Rec-form samples (tests/samples.py: Ali-CCP, MIND, Douban),
+  written once per test process."""
+  import pathlib
+  import samples
+  if not _SAMPLES:
+    _SAMPLES.append(pathlib.Path(samples.write_samples(tempfile.mkdtemp(prefix='swr_samples_'))))
+  return _SAMPLES[0]
+
+
 def small_config(**data_overrides):
   """The default config scaled down to run in seconds on 2 CPU cores."""
-  from configs import default
-  c = default.get_config()
+  from midpg_jax.config import get_config
+  c = get_config()
   c.data.num_train = 40_000
   c.data.num_val = 10_000
   c.data.num_test = 10_000
@@ -92,6 +125,24 @@ def run_compiled(fn, *args):
   own for each new shape (a flax init draws each parameter's random numbers in its own program),
   measured 36 CPU-s for MI-DPG's eager init against 7.6 jitted."""
   return compiled(fn, *args)(*args)
+
+
+def fast_subset(names, fast):
+  """`names` as pytest parameters, all but those in `fast` marked slow: `make test-fast` checks
+  a test on a few models, `make test` on every one."""
+  return [pytest.param(n, marks=() if n in fast else pytest.mark.slow) for n in names]
+
+
+def jaxpr_shapes(jaxpr) -> set[tuple[int, ...]]:
+  """The shape of every value a jaxpr computes, its sub-jaxprs' (scan, cond, custom VJPs) too: the
+  tests that no model builds a (batch, d_in, d_out) weight read them."""
+  import jax
+  shapes = set()
+  for eqn in jaxpr.eqns:
+    shapes.update(tuple(getattr(var.aval, 'shape', ())) for var in eqn.outvars)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      shapes |= jaxpr_shapes(sub)
+  return shapes
 
 
 def perturbed(tree, scale: float = 0.1, seed: int = 3):

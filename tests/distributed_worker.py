@@ -288,6 +288,8 @@ def main():
   ap.add_argument('--num_processes', type=int, default=2)
   ap.add_argument('--port', type=int, default=0)
   args = ap.parse_args()
+  from midpg_jax import xla_defaults
+  xla_defaults.apply()  # as every entry point does, before JAX's backend starts
   if args.mode == 'mesh':
     run_mesh(args.out)
   else:

@@ -180,7 +180,8 @@ def test_missing_file_says_where_to_download(tmp_path):
 
 
 def _prepared(tmp_path, file_format, **overrides):
-  from configs import aliccp as aliccp_config
+  from conftest import config_file
+  aliccp_config = config_file('aliccp')
   from midpg_jax.data import load_dataset
   cfg = aliccp_config.get_config().data
   cfg.manual_dir = str(FIXTURE)

@@ -20,7 +20,7 @@ HAS_LIBTPU = importlib.util.find_spec('libtpu') is not None
 
 def _compile(tmp_path, *args):
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_PLATFORMS')}
-  return subprocess.run([COMMAND, '--config', os.path.join(ROOT, 'configs', 'default.py'), *SMALL,
+  return subprocess.run([COMMAND, *SMALL,  # the packaged default config
                          *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -70,13 +70,14 @@ def test_tpu_slice_is_data_parallel_and_midpg_costs_about_its_backbone():
   """On a v5e:2x2 slice at 4,096 rows per chip (the default model's sizes)."""
   import jax
   jax.config.update('jax_platforms', 'cpu')
-  from midpg_jax.aot import cli, targets
-  from configs import default
+  from midpg_jax.aot import targets
+from midpg_jax.aot.report import report
+  from midpg_jax import config
   flops = {}
   for name, path in (('mlp', 'auto'), ('midpg', 'tiled'), ('midpg', 'auto')):
-    c = default.get_config()
+    c = config.get_config()
     c.model.name, c.model.scenario_matmul = name, path
-    r = cli.report(targets.parse('v5e:2x2'), c, per_chip_batch=4096, steps=('train',))
+    r = report(targets.parse('v5e:2x2'), c, per_chip_batch=4096, steps=('train',))
     train = r['steps']['train']
     assert train['batch_all_gathers'] == [], name
     assert set(train['collectives']) == {'all-reduce'}, name

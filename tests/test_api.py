@@ -1,6 +1,8 @@
-"""The Python API and the predict CLI: raw rows score exactly as eval.py scores the prepared split."""
+"""The Python API and the predict command: raw rows score exactly as eval scores the prepared
+split."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,13 +12,15 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import SHARED_DATA, small_config
-from configs import aliccp as aliccp_config
-from midpg_jax import evaluation, trainer
-from midpg_jax.errors import DataError
 import midpg_jax
+from conftest import config_file, small_config, swr_samples
+from midpg_jax import evaluation, metrics, trainer
+from midpg_jax.errors import DataError
+from samples import ALICCP_FILES
 
-TEST_FILE = os.path.join(SHARED_DATA, 'ali_ccp_test_sample.csv')
+aliccp_config = config_file('aliccp')
+SAMPLES = str(swr_samples())
+TEST_FILE = os.path.join(SAMPLES, ALICCP_FILES['test_files'])
 
 
 def aliccp_tiny_config(tmp):
@@ -25,9 +29,8 @@ def aliccp_tiny_config(tmp):
   c.model, c.train = small.model, small.train
   c.model.hidden, c.model.embed_dim = (16,), 4
   c.train.batch_size, c.train.eval_batch_size, c.train.num_epochs = 32, 16, 1
-  c.data.manual_dir = SHARED_DATA
-  for split, name in (('train', 'train'), ('validation', 'val'), ('test', 'test')):
-    c.data[f'{split}_files'] = f'ali_ccp_{name}_sample.csv'
+  c.data.manual_dir = SAMPLES
+  c.data.update(ALICCP_FILES)
   c.data.prepared_dir = str(tmp / 'prepared')
   c.data.clicked_only = False  # every row of the raw test file is in the prepared test split
   c.data.min_count = 2  # some test ids are out of vocabulary: the OOV path is compared too
@@ -37,9 +40,6 @@ def aliccp_tiny_config(tmp):
 
 @pytest.fixture(scope='module')
 def aliccp_run(tmp_path_factory):
-  if not os.path.isfile(TEST_FILE):
-    pytest.skip(f'the Ali-CCP samples are not in {SHARED_DATA} (../shared/data next to the '
-                'checkout)')
   tmp = tmp_path_factory.mktemp('aliccp')
   config = aliccp_tiny_config(tmp)
   workdir = str(tmp / 'run')
@@ -57,7 +57,10 @@ def run(aliccp_run):
 def test_predict_on_the_raw_test_file_equals_eval_on_the_prepared_split(aliccp_run, run):
   _, eval_probs, dataset = aliccp_run
   assert run.config.data.name == 'aliccp' and run.spec == dataset.spec
-  assert run.final_metrics['test']['overall']['auc'] >= 0 and run.metrics
+  # The run's own record of its test split: the 50 rows of the file, the AUC of eval's scores.
+  test = run.final_metrics['test']['overall']
+  assert test['count'] == 50 and run.metrics
+  assert test['auc'] == pytest.approx(metrics.auc(dataset.splits['test']['label'], eval_probs))
   assert (dataset.splits['test']['cat'] == 0).any()  # unknown ids took the OOV id
   probs = run.predict(TEST_FILE)
   assert probs.shape == (50,) and np.std(probs) > 0
@@ -69,7 +72,7 @@ def test_predict_on_the_raw_test_file_equals_eval_on_the_prepared_split(aliccp_r
 
 
 def test_predict_takes_a_pandas_dataframe(aliccp_run, run):
-  pd = pytest.importorskip('pandas', reason='pandas is optional')
+  import pandas as pd  # optional for users; requirements-bench.txt installs it for the tests
   np.testing.assert_array_equal(run.predict(pd.read_csv(TEST_FILE)), aliccp_run[1])
 
 
@@ -93,7 +96,6 @@ def test_predict_file_streams_chunks_into_csv_or_parquet(aliccp_run, run, tmp_pa
 
 
 def test_predict_bad_value_names_file_line_and_column_and_writes_nothing(aliccp_run, tmp_path):
-  from midpg_jax import predict
   workdir, _, _ = aliccp_run
   bad = tmp_path / 'bad.csv'
   lines = open(TEST_FILE).read().splitlines()
@@ -103,9 +105,13 @@ def test_predict_bad_value_names_file_line_and_column_and_writes_nothing(aliccp_
   lines[7] = ','.join(fields)
   bad.write_text('\n'.join(lines) + '\n')
   out = tmp_path / 'scores.csv'
-  with pytest.raises(SystemExit, match=r"bad.csv, line 8, column 'D508'"):
-    predict.main(['--workdir', workdir, '--input', str(bad), '--output', str(out),
-                  '--no_progress', '--compile_cache', ''])
+  proc = subprocess.run([sys.executable, '-m', 'midpg_jax.commands.predict', '--workdir', workdir,
+                         '--input', str(bad), '--output', str(out), '--noprogress',
+                         '--compile_cache='], capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert proc.stderr.strip().splitlines()[-1].startswith('error: ')
+  assert re.search(r"bad.csv, line 8, column 'D508'", proc.stderr), proc.stderr[-3000:]
   assert not out.exists() and not (tmp_path / 'scores.csv.tmp').exists()
   with pytest.raises(DataError, match=r"line 8, column 'D508'"):
     midpg_jax.load_run(workdir).predict(str(bad))
@@ -152,8 +158,8 @@ def test_predict_cli_writes_row_index_without_id_columns_and_caches_its_compile(
   workdir, eval_probs, _ = aliccp_run
   out, cache = str(tmp_path / 'scores.csv'), tmp_path / 'xla'
   env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
-  proc = subprocess.run([sys.executable, '-m', 'midpg_jax.predict', '--workdir', workdir,
-                         '--input', TEST_FILE, '--output', out, '--no_progress',
+  proc = subprocess.run([sys.executable, '-m', 'midpg_jax.commands.predict', '--workdir',
+                         workdir, '--input', TEST_FILE, '--output', out, '--noprogress',
                          '--compile_cache', str(cache)], env=dict(env, JAX_PLATFORMS='cpu'),
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,7 +1,6 @@
 """Issue 11's data items: the prepared cache follows its sources, and malformed files get one line
 naming file, line and column. Tiny Ali-CCP files (see test_datasets.write_aliccp)."""
 
-import importlib
 import json
 import logging
 import os
@@ -11,8 +10,10 @@ import numpy as np
 import pytest
 
 from midpg_jax.data import encode, load_dataset, prepare, reader
-from configs import aliccp as aliccp_config
+from conftest import config_file
 from test_datasets import FIXTURES, aliccp_cfg, data_cfg, shared_samples, write_aliccp
+
+aliccp_config = config_file('aliccp')
 
 
 def _rewrite(path, edit):
@@ -162,7 +163,7 @@ def _columns(ds):
 @pytest.mark.parametrize('config_name', ['mind', 'aliccp', 'iaac'])
 def test_many_small_chunks_prepare_the_same_columns_as_one(tmp_path, monkeypatch, config_name):
   """Streaming: counts, moments, scenario checks and the writer's offsets merge across chunks."""
-  module = importlib.import_module(f'configs.{config_name}')
+  module = config_file(config_name)
   if config_name == 'mind':
     source, extra = shared_samples(), {}
   elif config_name == 'iaac':

@@ -16,6 +16,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # each test trains a run or starts processes
+
 WORKER = os.path.join(ROOT, 'tests', 'distributed_worker.py')
 TIMEOUT_S = 300
 # float32; only the order of the reductions differs between meshes. Losses agree to 1e-5; params

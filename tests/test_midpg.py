@@ -11,7 +11,7 @@ import pytest
 from midpg_jax.data import load_dataset, pipeline
 from midpg_jax.models import build_model
 from midpg_jax.train_state import init_variables, model_inputs
-from conftest import compiled, perturbed, run_compiled, small_config
+from conftest import compiled, jaxpr_shapes, perturbed, run_compiled, small_config
 
 # Every model function runs jitted (conftest.run_compiled), never op by op: eagerly, MI-DPG's init
 # alone compiled one program per primitive and parameter shape (36 CPU-s against 7.6).
@@ -132,17 +132,11 @@ def test_never_builds_batch_by_weight_tensor(data, generator_features):
   grad_fn = jax.grad(lambda p: jnp.sum(model.apply({'params': p}, batch)['logits']))
   jaxpr = jax.make_jaxpr(grad_fn)(v['params'])
 
-  def shapes(jx):
-    for eqn in jx.eqns:
-      for var in eqn.outvars:
-        yield tuple(getattr(var.aval, 'shape', ()))
-      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-        yield from shapes(sub)
-
-  seen = set(shapes(jaxpr.jaxpr))
+  seen = jaxpr_shapes(jaxpr.jaxpr)
   assert not seen & forbidden, f'built a (B, d_in, d_out) tensor: {seen & forbidden}'
 
 
+@pytest.mark.slow
 def test_ablation_switches_build_and_run(data):
   c, ds, batch = data
   switches = ({'use_shared': False}, {'use_specific': False}, {'combine': 'replace'},
@@ -225,6 +219,7 @@ def test_mi_gradient_reaches_q_and_b_at_identity_init(data, initialised):
       assert float(np.linalg.norm(g[f'layer_{l}'][name])) > 1e-2, (l, name)
 
 
+@pytest.mark.slow
 def test_mi_gradient_reaches_generator_and_every_factor_after_training(trained):
   model, stacked, fits = trained
   batch = jax.tree.map(lambda a: a[-1], stacked)
@@ -309,6 +304,7 @@ def initial_logit_stds(data):
   return {k: float(v) for k, v in run_compiled(stds, keys, batch).items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('overrides', LOGIT_SCALE_SWITCHES)
 def test_initial_logit_scale_is_that_of_a_plain_mlp(initial_logit_stds, overrides):
   """Every combine / ablation switch starts at a plain MLP's logit scale (std within 3x; the
@@ -320,11 +316,15 @@ def test_initial_logit_scale_is_that_of_a_plain_mlp(initial_logit_stds, override
 
 
 def test_every_dataset_config_has_both_generator_modes():
-  import importlib
+  from conftest import config_file
+  from midpg_jax.config import DATASETS
   from midpg_jax.errors import ConfigError
-  for name in ('default', 'iaac', 'aliccp', 'aliexpress', 'amazon', 'mind', 'douban'):
-    mod = importlib.import_module(f'configs.{name}')
+  for name, dataset in (('default', 'synthetic'), ('iaac', 'iaac'), ('aliccp', 'aliccp'),
+                        ('aliexpress', 'aliexpress'), ('amazon', 'amazon'), ('mind', 'mind'),
+                        ('douban', 'douban')):
+    mod = config_file(name)
+    fields = DATASETS[dataset].instance_fields
     assert mod.get_config('scenario').model.midpg.generator_features == ()
-    assert mod.get_config('instance').model.midpg.generator_features == mod.INSTANCE_FIELDS != ()
+    assert mod.get_config('instance').model.midpg.generator_features == fields != ()
     with pytest.raises(ConfigError, match='generator mode'):
       mod.get_config('user')

@@ -6,7 +6,7 @@ import json
 import ml_collections
 import pytest
 
-from configs import default
+from midpg_jax import config as default
 from midpg_jax import run_config
 from midpg_jax.compare.plan import set_key
 from midpg_jax.data.schema import FeatureSpec

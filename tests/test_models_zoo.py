@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import fast_subset, jaxpr_shapes, small_config
 from midpg_jax import metrics
 from midpg_jax.data import load_dataset, pipeline
 from midpg_jax.models import build_model, mi_weight, model_names
@@ -26,6 +26,7 @@ from midpg_jax.train_state import (count_params, create_train_state, make_optimi
 
 ZOO = ('shared_bottom', 'mmoe', 'ple', 'hmoe', 'star', 'sar_net', 'm2m', 'adasparse', 'pepnet',
        'epnet', 'ppnet', 'apg', 'hamur')
+FAST_ZOO = ('shared_bottom', 'mmoe', 'star')  # trained by `make test-fast` too
 EPOCHS = 3
 BATCH = 256
 _FAST = {'xla_backend_optimization_level': 0}
@@ -181,7 +182,7 @@ def test_invalid_shared_config_value_is_rejected(data):
 
 # ---- 1. shapes ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('name', ZOO)
+@pytest.mark.parametrize('name', fast_subset(ZOO, FAST_ZOO))
 def test_shapes(data, fitted, name):
   _, _, val, _ = data
   _, state, outputs, _ = fitted(name)
@@ -194,7 +195,7 @@ def test_shapes(data, fitted, name):
 
 # ---- 2. learning: beats the scenario-blind logistic regression trained the same way -------------
 
-@pytest.mark.parametrize('name', ZOO)
+@pytest.mark.parametrize('name', fast_subset(ZOO, FAST_ZOO))
 def test_learns_beyond_scenario_blind_logistic(fitted, name):
   baseline = fitted('logistic')[3]
   auc = fitted(name)[3]
@@ -224,14 +225,7 @@ def test_never_builds_batch_by_weight_tensor(data, name):
 
   jaxpr = jax.make_jaxpr(jax.grad(loss))(variables['params'], state)
 
-  def shapes(jx):
-    for eqn in jx.eqns:
-      for var in eqn.outvars:
-        yield tuple(getattr(var.aval, 'shape', ()))
-      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-        yield from shapes(sub)
-
-  seen = set(shapes(jaxpr.jaxpr))
+  seen = jaxpr_shapes(jaxpr.jaxpr)
   assert not seen & forbidden, f'{name} built a (B, d_in, d_out) tensor: {seen & forbidden}'
 
 
@@ -470,7 +464,7 @@ def test_logistic_starts_at_the_base_rate_and_trains(data, fitted):
 
 
 def test_a_non_numeric_width_is_a_config_error():
-  from configs import default
+  from midpg_jax import config as default
   from midpg_jax.errors import ConfigError
   from midpg_jax.models import build_model
   cfg = default.get_config().model

@@ -16,6 +16,8 @@ from midpg_jax.models import build_model, mi_weight
 from midpg_jax.train_state import (create_train_state, make_optimizer, make_train_step,
                                    model_inputs)
 
+pytestmark = pytest.mark.slow  # each test trains a run or starts processes
+
 AUC_TOLERANCE = 0.01
 _FAST = {'xla_backend_optimization_level': 0}
 

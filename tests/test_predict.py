@@ -1,9 +1,11 @@
 """midpg-predict's scoring (midpg_jax/predict.py): model calls on one scenario's rows each (the
 internal 'one_scenario' path) give every row the score of the model's own mixed-batch path, in
-the input's row order; and the CLI's XLA flags never override a user's own.
+the input's row order; and the entry points' XLA flags never override a user's own.
 (The end-to-end CLI tests on a trained Ali-CCP run are in tests/test_api.py.)"""
 
 import os
+import subprocess
+import sys
 import types
 
 import jax
@@ -88,17 +90,26 @@ def test_xla_flags_are_added_unless_the_user_sets_them(monkeypatch):
   assert os.environ['XLA_FLAGS'] == '--xla_force_host_platform_device_count=1 ' + flag
 
 
-def test_the_package_sets_its_xla_flags_on_import():
-  """The tests' own process imported midpg_jax before JAX started (the conftest), so its backend
-  runs with the defaults unless the environment said otherwise."""
+def test_the_tests_run_with_the_package_xla_flags():
+  """The conftest sets the package's flags before JAX starts, as every entry point does, so the
+  tests' backend runs with the defaults unless the environment said otherwise."""
   if os.environ.get(xla_defaults.OPT_OUT) == '0':
     pytest.skip(f'{xla_defaults.OPT_OUT}=0 in this environment')
   assert xla_defaults.DEFAULT_FLAGS[0].split('=')[0] in os.environ.get('XLA_FLAGS', '')
 
 
-def test_cli_leaves_the_callers_xla_flags_as_they_were(monkeypatch, tmp_path):
-  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=1')
-  with pytest.raises(SystemExit, match='is not a training run'):
-    predict.main(['--workdir', str(tmp_path), '--input', 'x.csv', '--output', 'y.csv',
-                  '--no_progress', '--compile_cache', ''])
-  assert os.environ['XLA_FLAGS'] == '--xla_force_host_platform_device_count=1'
+def test_the_entry_points_set_the_xla_flags_and_importing_the_package_does_not():
+  """`import midpg_jax` leaves XLA_FLAGS as the caller had it; a command (`cli.run`, which every
+  midpg-* command, train.py and eval.py go through) adds the defaults and keeps the caller's."""
+  code = ('import os, midpg_jax, midpg_jax.api, midpg_jax.predict, midpg_jax.export\n'
+          'print(os.environ["XLA_FLAGS"])\n'
+          'from midpg_jax import cli\n'
+          'cli.run(lambda argv: print(os.environ["XLA_FLAGS"]))\n')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=1')
+  env.pop(xla_defaults.OPT_OUT, None)
+  proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.splitlines() == ['--xla_force_host_platform_device_count=1',
+                                      '--xla_force_host_platform_device_count=1 '
+                                      + xla_defaults.DEFAULT_FLAGS[0]]

@@ -1,10 +1,11 @@
-"""The README's train / eval commands work as written, and a mistake on the command line is one
-line (issue 11). Each runs train.py / eval.py in a subprocess, shrunk by --config overrides."""
+"""Every command the README shows runs as written (shrunk by --config overrides where it trains),
+the docs' commands name programs that exist, and a mistake on the command line is one line."""
 
 import importlib.util
-import json
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -12,11 +13,26 @@ import pytest
 
 from conftest import ROOT
 
-# Appended to the README's train command: the same run, small enough for a test.
+# Appended to a command of the README that trains on the built-in data: the same run, small.
 SMALL = ['--config.data.num_train=4096', '--config.data.num_val=1000',
          '--config.data.num_test=1000', '--config.model.hidden=(16,)',
          '--config.train.batch_size=256', '--config.train.eval_batch_size=1000',
          '--config.train.progress_bar=False']
+# ... on a real dataset (the 25 clicked rows of the Ali-CCP sample), and for the comparison.
+TINY_MODEL = ['--config.model.hidden=(8,)', '--config.model.embed_dim=4',
+              '--config.train.batch_size=8', '--config.train.eval_batch_size=64',
+              '--config.train.progress_bar=False']
+COMPARE_SMALL = ["--config.models=('midpg','logistic')", '--config.grid.learning_rate=(0.01,)',
+                 '--config.grid.weight_decay=(0.0,)', '--config.seeds=(0,)',
+                 '--config.heterogeneity_sweep=()', '--config.learning_curve.sizes=()',
+                 '--config.compilation_cache_dir=', '--config.output_dir=runs/compare',
+                 *(a.replace('--config.', '--config.base.') for a in SMALL)]
+# README commands a test cannot run as they are, and where they are run instead.
+RUN_ELSEWHERE = {
+    'make test': 'CI (.ci/run runs it; this test is part of it); here: its make recipe',
+    'make test-fast': 'by hand (it is this suite without the slow tests); here: its make recipe',
+    'pip install .': 'tests/test_package.py, which runs it in a copy of the checkout',
+}
 
 
 def _run(*args, timeout=600):
@@ -25,35 +41,84 @@ def _run(*args, timeout=600):
                         text=True, timeout=timeout)
 
 
-def test_readme_train_then_eval_without_the_override(tmp_path):
-  workdir = str(tmp_path / 'x')
-  # README "Training and evaluation", with num_epochs 5 -> 1 and the data shrunk.
-  train = _run('train.py', '--config', 'configs/default.py', '--workdir', workdir,
-               '--config.model.midpg.rank=8', '--config.model.midpg.mi_weight=0.05',
-               '--config.train.num_epochs=1', *SMALL)
-  assert train.returncode == 0, train.stderr[-3000:]
-  assert 'best checkpoint (step 16) on test' in train.stdout
-  # Exactly the README's eval command: no --config.model.midpg.rank=8, the run's config supplies
-  # it.
-  predictions = os.path.join(workdir, 'test_predictions.csv')
-  ev = _run('eval.py', '--config', 'configs/default.py', '--workdir', workdir, '--split', 'test',
-            '--predictions', predictions)
-  assert ev.returncode == 0, ev.stderr[-3000:]
-  assert "using the run's own config" in ev.stdout and 'model.midpg.rank: 4 -> 8' in ev.stdout
-  assert 'best checkpoint (step 16) on test' in ev.stdout
-  with open(os.path.join(workdir, 'final_metrics.json')) as f:
-    trained_auc = json.load(f)['test']['overall']['auc']
-  with open(os.path.join(workdir, 'eval_test.json')) as f:
-    assert json.load(f)['metrics']['overall']['auc'] == pytest.approx(trained_auc, rel=1e-6)
-  assert sum(1 for _ in open(predictions)) == 1001
-  # An override that would change the trained run: one line, nothing run.
-  ev = _run('eval.py', '--workdir', workdir, '--config.model.midpg.rank=4')
-  assert ev.returncode == 1
-  assert ev.stderr.strip().splitlines() == [
-      f'error: --config.model.midpg.rank=4 (the run has 8): {workdir} was trained with another '
-      'value; drop the override or use another --workdir']
+def _blocks(path: str) -> list[tuple[str, str]]:
+  """(language, text) of each ``` block of a markdown file, backslash continuations joined."""
+  blocks, lang, lines = [], None, []
+  with open(path) as f:
+    for line in f:
+      if line.startswith('```'):
+        if lang is None:
+          lang, lines = line[3:].strip(), []
+        else:
+          blocks.append((lang, ''.join(lines).replace('\\\n', ' ')))
+          lang = None
+      elif lang is not None:
+        lines.append(line)
+  return blocks
 
 
+def _shell_commands(path: str) -> list[str]:
+  return [line.split('  #')[0].strip() for lang, text in _blocks(path) if lang != 'python'
+          for line in text.splitlines()
+          if re.match(r'\s*(\S+=\S+\s+)*(\.venv/bin/)?(python |midpg-|make |pip )', line)]
+
+
+def _shrunk(command: str) -> str:
+  """The command with the overrides that shrink what it trains."""
+  words = command.split()
+  program = next(w for w in words if '=' not in w or w.startswith('--'))
+  if command.startswith('make train'):
+    return f'{command} ' + shlex.quote('ARGS=' + ' '.join(map(shlex.quote, SMALL)))
+  if program == 'midpg-compare':
+    return f'{command} ' + ' '.join(map(shlex.quote, COMPARE_SMALL))
+  if program in ('midpg-train', 'python') and ('train.py' in words or program == 'midpg-train'):
+    real_data = any(w.startswith('--config.data.manual_dir') for w in words)
+    return f'{command} ' + ' '.join(map(shlex.quote, TINY_MODEL if real_data else SMALL))
+  return command
+
+
+@pytest.mark.slow
+def test_every_readme_command_runs(tmp_path):
+  """The README's commands, in its order, from a folder holding the checkout's train.py, eval.py
+  and configs/ and a tiny Ali-CCP download (`<folder>`, and `new_rows.csv` its test file), with
+  this environment's python and midpg-* commands on the PATH; then its Python block."""
+  from samples import write_aliccp_sample
+  work = tmp_path / 'work'
+  work.mkdir()
+  for name in ('train.py', 'eval.py', 'configs'):
+    (work / name).symlink_to(os.path.join(ROOT, name))
+  folder = write_aliccp_sample(tmp_path / 'aliccp', suffix='')
+  shutil.copy(os.path.join(folder, 'ali_ccp_test.csv'), work / 'new_rows.csv')
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             PATH=f'{os.path.dirname(sys.executable)}:{os.environ["PATH"]}')
+  readme = os.path.join(ROOT, 'README.md')
+  commands = _shell_commands(readme)
+  assert 'make train' in commands
+  assert 'midpg-compare --config configs/bench/synthetic.py' in commands
+  for command in commands:
+    if command in RUN_ELSEWHERE:
+      if command.startswith('make'):
+        recipe = subprocess.run(['make', '-n', '-C', ROOT, *command.split()[1:]],
+                                capture_output=True, text=True)
+        assert 'pytest -q tests' in recipe.stdout, (command, recipe)
+      continue
+    shrunk = _shrunk(command.replace('<folder>', folder))
+    if command.startswith('make '):
+      shrunk = shrunk.replace('make ', f'make -C {ROOT} WORKDIR={work / "runs" / "default"} ', 1)
+    proc = subprocess.run(['bash', '-c', shrunk], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, (shrunk, proc.stdout[-2000:], proc.stderr[-3000:])
+  assert (work / 'runs' / 'default' / 'final_metrics.json').exists()
+  assert (work / 'runs' / 'x' / 'test_predictions.csv').exists()
+  assert len((work / 'scores.csv').read_text().splitlines()) == 51
+  assert (work / 'runs' / 'compare' / 'results.md').exists()
+  (python,) = [text for lang, text in _blocks(readme) if lang == 'python']
+  proc = subprocess.run([sys.executable, '-c', python], cwd=work, env=env, capture_output=True,
+                        text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize('args,message', [
     (['--config.model.midpg.rnak=8'], 'error: --config.model.midpg.rnak=8: no config key '
                                       '\'rnak\'. Did you mean "rank" instead of "rnak"?'),
@@ -75,30 +140,28 @@ def test_a_command_line_mistake_is_one_line(tmp_path, args, message):
   assert not (tmp_path / 'run').exists()
 
 
-def _readme_commands() -> list[str]:
-  """The README's shell commands (lines of ``` blocks, backslash continuations joined)."""
-  lines, inside = [], False
-  with open(os.path.join(ROOT, 'README.md')) as f:
-    for line in f:
-      if line.startswith('```'):
-        inside = not inside
-      elif inside:
-        lines.append(line)
-  text = ''.join(lines).replace('\\\n', ' ')
-  return [line.split('#')[0].strip() for line in text.splitlines()
-          if re.match(r'\s*(cd .*&& )?(python |midpg-)', line)]
+def _doc_commands() -> list[str]:
+  """The `python ...` and `midpg-*` commands of the README and docs/, without their environment
+  variables and the `.venv/bin/` of their python."""
+  pages = [os.path.join(ROOT, 'README.md')] + [
+      os.path.join(ROOT, 'docs', f) for f in sorted(os.listdir(os.path.join(ROOT, 'docs')))]
+  commands = [re.sub(r'^(\S+=\S+\s+)*(\.venv/bin/)?', '', c) for p in pages
+              for c in _shell_commands(p)]
+  return [c for c in commands if c.startswith(('python ', 'midpg-'))]
 
 
-def test_every_readme_command_names_a_program_that_exists():
-  """Each `python file.py`, `python -m module` and `midpg-*` command of the README names a file
-  of the checkout, a module found from its root, or a console entry point of pyproject.toml."""
+def test_every_documented_command_names_a_program_that_exists():
+  """Each `python file.py`, `python -m module` and `midpg-*` command of the README and docs/
+  names a file of the checkout, a module found from its root, or a console entry point of
+  pyproject.toml."""
   import tomllib
   with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
     entry_points = tomllib.load(f)['project']['scripts']
-  commands = _readme_commands()
+  commands = _doc_commands()
   assert any(c.startswith('python -m scripts.') for c in commands)
+  assert any(c.startswith('python -m benchmarks.speed') for c in commands)
   for command in commands:
-    words = re.sub(r'^cd \S+ && ', '', command).split()
+    words = command.split()
     if words[0] != 'python':
       assert words[0] in entry_points, command
     elif words[1] == '-m':
@@ -107,10 +170,12 @@ def test_every_readme_command_names_a_program_that_exists():
       assert os.path.isfile(os.path.join(ROOT, words[1])), command
 
 
-def test_the_readme_scripts_start_without_path_edits():
-  """`python -m scripts.<name> --help` from the root, as the README runs them: each imports
-  midpg_jax, configs and its sibling scripts without editing sys.path."""
-  modules = sorted({c.split()[2] for c in _readme_commands() if c.startswith('python -m scripts.')})
+@pytest.mark.slow
+def test_the_documented_scripts_start_without_path_edits():
+  """`python -m scripts.<name> --help` (and benchmarks.speed) from the root, as the docs run them:
+  each imports midpg_jax and its sibling modules without editing sys.path."""
+  modules = sorted({c.split()[2] for c in _doc_commands()
+                    if c.startswith(('python -m scripts.', 'python -m benchmarks.'))})
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   procs = {m: subprocess.Popen([sys.executable, '-m', m, '--help'], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -12,6 +12,8 @@ from midpg_jax import evaluation, run_config, trainer
 from midpg_jax.data import register_dataset, synthetic
 from midpg_jax.errors import ConfigError, UserError, USER_ERRORS
 
+pytestmark = pytest.mark.slow  # each test trains a run or starts processes
+
 
 def rows(workdir) -> list[dict]:
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:

@@ -143,6 +143,7 @@ def test_sparse_equals_dense_where_exact(optimizer, steps, clip):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
 
 
+@pytest.mark.slow
 def test_midpg_sparse_step_runs_and_matches_dense_adagrad():
   """The MI-DPG model (default tiled path, MI term) through the sparse step."""
   spec = FeatureSpec(cat_names=('a', 'b'), cat_vocab_sizes=(300, 90), dense_names=('d0',),

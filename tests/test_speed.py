@@ -1,4 +1,4 @@
-"""The speed benchmark (`python -m midpg_jax.speed`) runs its sections end to end on tiny sizes;
+"""The speed benchmark (`python -m benchmarks.speed`) runs its sections end to end on tiny sizes;
 speed numbers themselves are never asserted (they belong to the benchmark's report)."""
 
 import json
@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 
 TINY_CONFIG = '''
-from configs.default import get_config as _default
+from midpg_jax.config import get_config as _default
 
 
 def get_config():
@@ -26,15 +26,16 @@ def _speed(tmp_path, *args, timeout=900):
   config = tmp_path / 'tiny.py'
   config.write_text(TINY_CONFIG)
   env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, '-m', 'midpg_jax.speed', '--config', str(config),
+  return subprocess.run([sys.executable, '-m', 'benchmarks.speed', '--config', str(config),
                          '--out', str(tmp_path / 'out'), *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.torch
+@pytest.mark.slow
 def test_gpu_suite_dry_run_walks_every_path_on_cpu(tmp_path):
-  pytest.importorskip('torch')
-  proc = _speed(tmp_path, '--suite', 'gpu', '--dry-run', '--models', 'shared_bottom',
-                '--no-compile')
+  proc = _speed(tmp_path, '--suite', 'gpu', '--dry_run', '--models', 'shared_bottom',
+                '--no_compile')
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(tmp_path / 'out' / 'speed.json') as f:
     results = json.load(f)
@@ -53,6 +54,7 @@ def test_gpu_suite_dry_run_walks_every_path_on_cpu(tmp_path):
   assert '### bf16 (dry run' in md and 'dtype f32 and bf16' in md
 
 
+@pytest.mark.slow
 def test_gpu_suite_on_cpu_without_dry_run_is_refused(tmp_path):
   proc = _speed(tmp_path, '--suite', 'gpu', '--models', 'shared_bottom')
   assert proc.returncode == 1
@@ -61,8 +63,8 @@ def test_gpu_suite_on_cpu_without_dry_run_is_refused(tmp_path):
 
 
 def test_dtype_reaches_the_model_config():
-  from configs.default import get_config
-  from midpg_jax.speed.jax_side import JaxContender
+  from midpg_jax.config import get_config
+  from benchmarks.speed.jax_side import JaxContender
   config = get_config()
   contender = JaxContender('x', config, dtype='bf16')
   assert contender.config.model.dtype == 'bfloat16'
@@ -72,7 +74,7 @@ def test_dtype_reaches_the_model_config():
 def test_profile_classes_the_ops_of_a_train_step_by_kind_and_phase():
   import jax
   import jax.numpy as jnp
-  from midpg_jax.speed.profile import (classify, hlo_instructions, matmul_flops, phase,
+  from benchmarks.speed.profile import (classify, hlo_instructions, matmul_flops, phase,
                                        trace_ops)
 
   def train_step(params, ids):  # embedding lookup -> matmul -> loss; SGD
@@ -99,10 +101,10 @@ def test_profile_classes_the_ops_of_a_train_step_by_kind_and_phase():
 def _jaxpr_flops(name, hidden, **block):
   """Forward matmul FLOPs per example of `name` (nothing compiled), and the spec's input width."""
   import jax
-  from configs.default import get_config
+  from midpg_jax.config import get_config
   from midpg_jax.data import load_dataset, pipeline
   from midpg_jax.models import build_model
-  from midpg_jax.speed.flops import model_forward_flops
+  from benchmarks.speed.flops import model_forward_flops
   from midpg_jax.train_state import init_variables, model_inputs
   c = get_config()
   c.data.num_train, c.data.num_val, c.data.num_test = 64, 32, 32
@@ -130,7 +132,7 @@ def test_zoo_table_flops_count_each_row_once_with_its_own_scenario_weights():
 
 
 def test_zoo_table_flags_models_slow_for_their_flops():
-  from midpg_jax.speed.zoo_table import zoo_table_markdown
+  from benchmarks.speed.zoo_table import zoo_table_markdown
   row = lambda ms, step, flops: {  # noqa: E731
       'train_step': {'median_ms': ms, 'p25_ms': ms, 'p75_ms': ms}, 'step_vs_shared_bottom': step,
       'forward_flops_per_example': 1.0, 'flops_vs_shared_bottom': flops,

@@ -8,14 +8,16 @@ compiling Flax's random initialisers takes tens of seconds on a 2-core CPU; the 
 and every shape come from `jax.eval_shape` of the Flax init.)
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip(
-    'torch', reason='torch is not installed: `pip install -r requirements-bench.txt` '
-    '(`make test` does) to run the PyTorch parity tests')
+from conftest import import_torch
+
+torch = import_torch()
+pytestmark = pytest.mark.torch
 
 from midpg_jax import objective  # noqa: E402
 from midpg_jax.models import build_model, mi_weight  # noqa: E402
@@ -46,15 +48,6 @@ def _params(model, cfg, spec, batch, seed=3):
   rng = np.random.default_rng(seed)
   return jax.tree.map(lambda x: jnp.asarray(x + 0.05 * rng.standard_normal(x.shape), jnp.float32),
                       init)
-
-
-def _assert_trees_close(got, want, rtol=RTOL, atol=ATOL):
-  flat_got = dict(jax.tree_util.tree_leaves_with_path(got))
-  flat_want = dict(jax.tree_util.tree_leaves_with_path(want))
-  assert set(flat_got) == set(flat_want)
-  for path, w in flat_want.items():
-    np.testing.assert_allclose(np.asarray(flat_got[path]), np.asarray(w), rtol=rtol, atol=atol,
-                               err_msg=jax.tree_util.keystr(path))
 
 
 def _jax_side(model, params, batch, mi_weight):
@@ -101,7 +94,7 @@ def test_logits_loss_and_gradients_match(data, overrides):
                         batch, mi_weight)
     np.testing.assert_allclose(other[0]['logits'].detach().numpy(),
                                tout['logits'].detach().numpy(), rtol=RTOL, atol=ATOL)
-    _assert_trees_close(other[2], tgrads)
+    chex.assert_trees_all_close(other[2], tgrads, rtol=RTOL, atol=ATOL)
 
   for path in jax_paths:
     cfg.scenario_matmul = path
@@ -113,7 +106,7 @@ def test_logits_loss_and_gradients_match(data, overrides):
       assert float(tout['mi_bound'].detach()) == pytest.approx(float(out['mi_bound']), rel=1e-4,
                                                                abs=1e-5)
     assert float(tloss.detach()) == pytest.approx(float(loss), rel=1e-5, abs=1e-6), path
-    _assert_trees_close(tgrads, grads)
+    chex.assert_trees_all_close(tgrads, grads, rtol=RTOL, atol=ATOL)
 
 
 def test_adam_steps_match_train_step(data):
@@ -137,4 +130,5 @@ def test_adam_steps_match_train_step(data):
     tloss = tm.train_step(tmodel, opt, tbatch, mi_weight(c.model))
     assert float(tloss) == pytest.approx(float(metrics['loss']), rel=1e-5)
   # After two Adam steps (lr 1e-3) parameters agree to well below one step's size.
-  _assert_trees_close(tm.params_as_jax_tree(tmodel), state.params, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(tm.params_as_jax_tree(tmodel), state.params, rtol=1e-5,
+                              atol=1e-6)

@@ -9,14 +9,16 @@ train-mode update (and give the same eval-mode logits), and two Adam steps throu
 `make_train_step` must give the same parameters.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip(
-    'torch', reason='torch is not installed: `pip install -r requirements-bench.txt` '
-    '(`make test` does) to run the PyTorch parity tests')
+from conftest import import_torch
+
+torch = import_torch()
+pytestmark = pytest.mark.torch
 
 from midpg_jax import objective  # noqa: E402
 from midpg_jax.models import build_model  # noqa: E402
@@ -62,15 +64,6 @@ def _setup(data, name, seed=3, hidden=None):
   return cfg, model, params, state
 
 
-def _assert_trees_close(got, want, rtol=RTOL, atol=ATOL):
-  flat_got = dict(jax.tree_util.tree_leaves_with_path(got))
-  flat_want = dict(jax.tree_util.tree_leaves_with_path(want))
-  assert set(flat_got) == set(flat_want)
-  for path, w in flat_want.items():
-    np.testing.assert_allclose(np.asarray(flat_got[path]), np.asarray(w), rtol=rtol, atol=atol,
-                               err_msg=jax.tree_util.keystr(path))
-
-
 @pytest.mark.parametrize('name', tz.MODELS)
 def test_logits_loss_gradients_statistics_and_adam_steps_match(data, name):
   """One compiled JAX function per model (compiling dominates this test's time): the first
@@ -112,8 +105,9 @@ def test_logits_loss_gradients_statistics_and_adam_steps_match(data, name):
     np.testing.assert_allclose(tout['logits'].detach().numpy(), out['logits'], rtol=RTOL,
                                atol=ATOL, err_msg=loop)
     assert float(tloss.detach()) == pytest.approx(float(loss), rel=1e-5, abs=1e-6), loop
-    _assert_trees_close(tz.grads_as_jax_tree(tmodel), grads)
-    _assert_trees_close(tz.state_as_jax_tree(tmodel), new_state)  # running statistics updated
+    chex.assert_trees_all_close(tz.grads_as_jax_tree(tmodel), grads, rtol=RTOL, atol=ATOL)
+    # The running statistics, updated.
+    chex.assert_trees_all_close(tz.state_as_jax_tree(tmodel), new_state, rtol=RTOL, atol=ATOL)
     if state:
       tmodel.eval()  # inference uses the running statistics
       with torch.no_grad():
@@ -133,8 +127,10 @@ def test_logits_loss_gradients_statistics_and_adam_steps_match(data, name):
   # After two Adam steps (lr 1e-3) parameters agree to well below one step's size: within 0.5 %
   # of a step (5e-6). Adam divides by sqrt(v), so an entry whose gradient is near 0 turns float32
   # summation-order noise (the tiled path sums in another order than torch) into a few 1e-6.
-  _assert_trees_close(tz.params_as_jax_tree(tmodel), adam_state.params, rtol=1e-5, atol=5e-6)
-  _assert_trees_close(tz.state_as_jax_tree(tmodel), adam_state.model_state)
+  chex.assert_trees_all_close(tz.params_as_jax_tree(tmodel), adam_state.params, rtol=1e-5,
+                              atol=5e-6)
+  chex.assert_trees_all_close(tz.state_as_jax_tree(tmodel), adam_state.model_state, rtol=RTOL,
+                              atol=ATOL)
 
 
 def test_ple_with_three_levels_matches(data):
@@ -155,7 +151,7 @@ def test_ple_with_three_levels_matches(data):
   tloss, _ = tm.loss_fn(tout, tbatch, 0.0)
   tloss.backward()
   np.testing.assert_allclose(tout['logits'].detach().numpy(), out['logits'], rtol=RTOL, atol=ATOL)
-  _assert_trees_close(tz.grads_as_jax_tree(tmodel), grads)
+  chex.assert_trees_all_close(tz.grads_as_jax_tree(tmodel), grads, rtol=RTOL, atol=ATOL)
 
 
 def test_star_statistics_move_and_skip_absent_scenarios(data):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from midpg_jax import evaluation, run_config, trainer
-from midpg_jax.checkpoint import CheckpointError
+from midpg_jax.checkpoint import Checkpointer, CheckpointError
 from midpg_jax.errors import NonFiniteLossError
 from conftest import small_config, tiny_config
 
@@ -27,6 +27,7 @@ def learnt(tmp_path_factory):
   return runs
 
 
+@pytest.mark.slow
 def test_midpg_beats_scenario_blind_logistic_and_approaches_oracle(learnt):
   m, lr = learnt['midpg']['test']['overall'], learnt['logistic']['test']['overall']
   print('midpg', m, '\nlogistic', lr)
@@ -62,6 +63,7 @@ def test_training_writes_metrics_jsonl_and_final_json(one_epoch_run):
   assert final['test']['overall']['auc'] == pytest.approx(summary['test']['overall']['auc'])
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path):
   c = tiny_config()
   c.train.num_epochs = 2  # 2 x 16 steps, evaluated (and checkpointed) every 5
@@ -91,11 +93,30 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
     evaluation.evaluate_checkpoint(small_config(), str(tmp_path / 'nothing'), 'test')
 
 
+def test_a_run_of_the_older_layout_restores_but_does_not_train_on(tmp_path):
+  """Runs written with a manager per kind (checkpoints/best/<step>, checkpoints/latest/<step>)
+  still evaluate; saving into one is refused instead of mixing the layouts."""
+  import jax.numpy as jnp
+  import orbax.checkpoint as ocp
+  state = {'w': jnp.arange(3.0)}
+  for kind, step in (('best', 3), ('latest', 5)):
+    with ocp.CheckpointManager(tmp_path / 'checkpoints' / kind) as manager:
+      manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                 meta=ocp.args.JsonSave({'kind': kind})))
+  old = Checkpointer(str(tmp_path), create=False)
+  assert (old.latest_step('best'), old.latest_step('latest')) == (3, 5)
+  restored, meta = old.restore('best', state)
+  assert meta == {'kind': 'best'} and restored['w'].tolist() == [0.0, 1.0, 2.0]
+  with pytest.raises(CheckpointError, match='older layout'):
+    old.save('latest', 6, state, {})
+  old.close()
+
+
 def test_corrupt_checkpoint_is_a_clear_error(one_epoch_run, tmp_path):
   c, trained, _ = one_epoch_run
   workdir = copy_of(trained, tmp_path)
-  best = workdir / 'checkpoints' / 'best'
-  for root, _, files in os.walk(best):
+  best = Checkpointer(str(workdir), create=False).latest_step('best')
+  for root, _, files in os.walk(workdir / 'checkpoints' / str(best)):
     for f in files:
       if 'state' in root:
         with open(os.path.join(root, f), 'wb') as fh:
@@ -118,7 +139,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(one_epoch_run, tmp
   trained_config, trained, _ = one_epoch_run
   c = trained_config.copy_and_resolve_references()
   workdir = copy_of(trained, tmp_path)
-  good = sorted(os.listdir(workdir / 'checkpoints' / 'latest'))
+  good = sorted(os.listdir(workdir / 'checkpoints'))
   c.train.num_epochs = 2
   c.train.learning_rate = 1e30  # diverges at once in the second epoch
   # A resumed run keeps its config: changing the learning rate is the user's explicit choice here,
@@ -126,12 +147,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(one_epoch_run, tmp
   run_config.save(str(workdir), c)
   with pytest.raises(NonFiniteLossError, match='non-finite'):
     trainer.train_and_evaluate(c, str(workdir))
-  assert sorted(os.listdir(workdir / 'checkpoints' / 'latest')) == good
+  assert sorted(os.listdir(workdir / 'checkpoints')) == good
   c.train.learning_rate = 1e-3
   result, *_ = evaluation.evaluate_checkpoint(c, str(workdir), 'test', kind='latest')
   assert np.isfinite(result['overall']['auc'])
 
 
+@pytest.mark.slow
 def test_row_sparse_embeddings_with_donated_state_train_and_resume_exactly(tmp_path):
   """The sparse path donates the state to the step (even on CPU): checkpoints, evaluation and
   resuming must still see valid buffers and give the uninterrupted result."""

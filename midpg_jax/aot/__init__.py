@@ -7,5 +7,5 @@ CUDA plugin's deviceless compile, N host CPU devices; and what XLA says of the r
   chips.py     published peak FLOP/s, HBM size and bandwidth per chip, and the roofline
   steps.py     abstract train state and batch of a config (no data read), lowered and compiled
   analysis.py  per-device cost, memory and collectives of a compiled step
-  cli.py       the command
+  report.py    the numbers per step and device, and their table (the command: commands/compile.py)
 """

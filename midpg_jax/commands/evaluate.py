@@ -1,7 +1,7 @@
 """Evaluates the best checkpoint of a run on one split.
 
 The program of `python eval.py` and of the `midpg-eval` console command (the same flags, from any
-folder); the usage is in eval.py's docstring and the README.
+folder); the usage is in eval.py's docstring and docs/training.md.
 """
 
 import json

@@ -17,24 +17,21 @@ files and exits.
 import time
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 from midpg_jax import cli
 from midpg_jax.data import load_dataset, prepare
 
-config_flags.DEFINE_config_file('config', None, 'Config file of the dataset, e.g. configs/iaac.py.',
-                                lock_config=True)
+cli.define_config_flag('Config file of the dataset, e.g. configs/iaac.py.', default=None)
 flags.DEFINE_string('tfds_data_dir', '', 'If set, also build the TFDS dataset (array_record) '
                     'into this folder.')
 flags.DEFINE_bool('instructions', False, 'Print the manual download instructions and exit.')
-flags.mark_flags_as_required(['config'])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  data = FLAGS.config.data
+  data = cli.config_from_flags().data
   if data.name == 'synthetic':
     raise app.UsageError('the synthetic dataset is generated in memory; nothing to prepare')
   if FLAGS.instructions or FLAGS.tfds_data_dir:

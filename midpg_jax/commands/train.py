@@ -1,7 +1,7 @@
 """Trains a model: python train.py --config configs/default.py --workdir runs/default
 
 The program of `python train.py` and of the `midpg-train` console command (the same flags, from any
-folder); the usage is in train.py's docstring and the README.
+folder); the usage is in train.py's docstring and docs/training.md.
 """
 
 import os

@@ -24,7 +24,7 @@ def _instructions(file: str, folder: str) -> str:
 {file} must be provided by you, in the format of Scenario-Wise-Rec ({_SOURCE},
 scripts/data/{folder}/{file}; the full preprocessed data are linked from its README). Put it into
 a folder and pass --config.data.manual_dir=<folder> (another name: --config.data.file=<name>).
-In this project's checkout the sample is in ../shared/data/Scenario-Wise-Rec.
+Scenario-Wise-Rec's own *_sample.csv files show the format.
 """
 
 

@@ -7,7 +7,7 @@
   <split>/{cat,dense,scenario,label}.npy, <split>/multi/<field>.npy
 
 Sources are compared by (absolute path, size, modification time), not by a content hash: a stat
-costs microseconds, hashing a 1 GB file costs seconds on every run (measured: README, "Real
+costs microseconds, hashing a 1 GB file costs seconds on every run (measured: docs/data.md, "Real
 datasets"), and a changed file almost always changes its size or mtime.
 """
 

@@ -22,7 +22,7 @@ K x K core S(z) generated. The forward pass is decomposed, h W(z) = ((h U) S(z))
 With the 'scenario' condition there are only S cores, so (h U) S_s is a per-scenario matmul through
 the path every model shares (`model.scenario_matmul`, scenario_ops.py): one (K, K) weight per tile,
 not a (K, K) core gathered per row and a batched matrix-vector product per row, which ran at ~10 %
-of the machine's matmul rate (README "Speed").
+of the machine's matmul rate (docs/speed.md).
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from midpg_jax.data.schema import FeatureSpec
-from midpg_jax.models.layers import MLP, FeatureEmbedding, ScenarioEmbedding, activation
-from midpg_jax.models.scenario_ops import (Routing, apply_cores, embed_and_route, generated_core,
-                                           per_row, scenario_matmul)
 from midpg_jax.errors import ConfigError
+from midpg_jax.models.base import ScenarioModel, shared_fields
+from midpg_jax.models.layers import MLP, activation
+from midpg_jax.models.registry import register_model
+from midpg_jax.models.scenario_ops import (Routing, apply_cores, generated_core, per_row,
+                                           scenario_matmul)
 
 APG_CONDITIONS = ('scenario', 'mixed', 'self')
 
@@ -80,36 +81,28 @@ class APGDense(nn.Module):
     return out
 
 
-class APG(nn.Module):
-  spec: FeatureSpec
-  hidden: Sequence[int] = (256, 128, 64)
-  embed_dim: int = 16
-  act: str = 'relu'
-  dropout: float = 0.0
-  scenario_embed_dim: int = 16
+class APG(ScenarioModel):
   condition: str = 'scenario'
   rank: int = 32
   overparam: int = 0
   generate_bias: bool = False
   generator_hidden: Sequence[int] = (64,)
-  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
     if self.condition not in APG_CONDITIONS:
       raise ConfigError(f'unknown model.apg.condition {self.condition!r}; '
                        f'choose one of {APG_CONDITIONS}')
-    num_scen = self.spec.num_scenarios
+    num_scen = self.num_scenarios
     scenario = jnp.asarray(batch['scenario'], jnp.int32)
-    scen_embed = ScenarioEmbedding(num_scen, self.scenario_embed_dim, name='scenario_embed')
     routing = None
     if self.condition == 'scenario':
-      x, routing = embed_and_route(self, batch)  # rows in the scenario path's order
-      z = scen_embed(jnp.arange(num_scen))  # one core per scenario
+      x, routing = self.embed_routed(batch)  # rows in the scenario path's order
+      z = self.embed_scenarios(jnp.arange(num_scen))  # one core per scenario
     else:
-      x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)
+      x, _ = self.embed(batch)
     if self.condition == 'mixed':
-      z = jnp.concatenate([scen_embed(scenario), x], axis=-1)
+      z = jnp.concatenate([self.embed_scenarios(scenario), x], axis=-1)
     h = x
     for l, width in enumerate(self.hidden):
       layer = APGDense(width, self.rank, self.overparam, self.generate_bias,
@@ -117,12 +110,11 @@ class APG(nn.Module):
       h_in = h
       if self.condition == 'self':
         # Self-wise needs the scenario too (every model takes it): it joins the first input.
-        h_in = jnp.concatenate([scen_embed(scenario), h], axis=-1) if l == 0 else h
+        h_in = jnp.concatenate([self.embed_scenarios(scenario), h], axis=-1) if l == 0 else h
         z = h_in
       h = activation(self.act)(layer(h_in, z, routing))
-      if self.dropout > 0:
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    logits = nn.Dense(1, name='output')(h)[:, 0]
+      h = self.drop(h, train)
+    logits = self.output_logit(h)
     return {'logits': logits if routing is None else routing.restore(logits)}
 
 
@@ -142,3 +134,18 @@ def merge_overparam(params):
     elif not key.endswith('_right'):
       merged[key] = merge_overparam(value)
   return merged
+
+
+@register_model(
+    'apg',
+    condition='scenario',  # 'scenario' | 'mixed' (scenario + features) | 'self' (layer input)
+    rank=32,  # K: W = U (d_in, K) S(z) (K, K) V (K, d_out)
+    overparam=0,  # P > 0: U = U_l (d_in, P) U_r (P, K), V likewise; merged after training
+    generate_bias=False,
+    generator_hidden=(64,),
+)
+def _build(cfg, b, spec, base_rate):
+  return APG(spec=spec, condition=b.choice('condition', APG_CONDITIONS),
+             rank=b.int_at_least('rank', 1),
+             overparam=b.int_at_least('overparam', 0), generate_bias=bool(b.generate_bias),
+             generator_hidden=b.widths('generator_hidden'), **shared_fields(cfg))

@@ -25,12 +25,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from midpg_jax.data.schema import FeatureSpec
+from midpg_jax.errors import ConfigError
+from midpg_jax.models.base import ScenarioModel, shared_fields
 from midpg_jax.models.layers import MLP, activation
-from midpg_jax.models.scenario_ops import (Routing, ScenarioDense, apply_cores, embed_and_route,
-                                           generated_core, per_row, scenario_matmul,
-                                           stacked_lecun)
-from midpg_jax.models.star import PartitionedNorm
+from midpg_jax.models.registry import register_model
+from midpg_jax.models.scenario_ops import (Routing, ScenarioDense, apply_cores, generated_core,
+                                           per_row, scenario_matmul, stacked_lecun)
+from midpg_jax.models.star import PN_MOMENTUM, PartitionedNorm, pn_momentum
 
 
 class HyperProjection(nn.Module):
@@ -49,24 +50,18 @@ class HyperProjection(nn.Module):
     return scenario_matmul(t, v, routing) + per_row(b, routing, 2)
 
 
-class HAMUR(nn.Module):
-  spec: FeatureSpec
-  hidden: Sequence[int] = (256, 128, 64)
-  embed_dim: int = 16
-  act: str = 'relu'
-  dropout: float = 0.0
+class HAMUR(ScenarioModel):
   adapter_dim: int = 32
   rank: int = 16
   num_adapters: int = 1
   hyper_hidden: Sequence[int] = (64,)
   pn_momentum: float = 0.9
-  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    num_scen = self.spec.num_scenarios
+    num_scen = self.num_scenarios
     act = activation(self.act)
-    x, routing = embed_and_route(self, batch)
+    x, routing = self.embed_routed(batch)
     g = MLP(tuple(self.hyper_hidden), self.act, name='hyper_network')(x)
     raw = nn.Dense(self.num_adapters * self.rank * self.rank, name='hyper_out')(g)
     cores = generated_core(raw.reshape(x.shape[0], self.num_adapters, -1), self.rank)
@@ -74,8 +69,7 @@ class HAMUR(nn.Module):
     h = x
     for l, width in enumerate(self.hidden):
       h = act(ScenarioDense(width, num_scen, name=f'backbone_{l}')(h, routing))
-      if self.dropout > 0:
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+      h = self.drop(h, train)
       if l >= first_adapted:
         a = l - first_adapted
         core = cores[:, a]  # (B, K, K)
@@ -86,3 +80,22 @@ class HAMUR(nn.Module):
             t, routing, train)
     logits = ScenarioDense(1, num_scen, name='output')(h, routing)[:, 0]
     return {'logits': routing.restore(logits)}
+
+
+@register_model(
+    'hamur',
+    adapters=1,  # adapters, after the last hidden layers
+    adapter_dim=32,  # adapter bottleneck width
+    rank=16,  # K of the generated K x K adapter core
+    hyper_hidden=(64,),  # the shared hyper-network
+    pn_momentum=PN_MOMENTUM,
+)
+def _build(cfg, b, spec, base_rate):
+  shared = shared_fields(cfg)
+  adapters = b.int_at_least('adapters', 1)
+  if adapters > len(shared['hidden']):
+    raise ConfigError(f'{b.path("adapters")}={adapters} exceeds the {len(shared["hidden"])} '
+                      'hidden layers of model.hidden')
+  return HAMUR(spec=spec, adapter_dim=b.int_at_least('adapter_dim', 1),
+               rank=b.int_at_least('rank', 1), num_adapters=adapters,
+               hyper_hidden=b.widths('hyper_hidden'), pn_momentum=pn_momentum(b), **shared)

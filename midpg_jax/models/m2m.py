@@ -22,16 +22,15 @@ width as tower.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from midpg_jax.data.schema import FeatureSpec
-from midpg_jax.models.layers import MLP, ScenarioEmbedding, activation
-from midpg_jax.models.scenario_ops import (ParallelMLP, Routing, embed_and_route, per_row,
-                                           scenario_matmul, split_hidden)
+from midpg_jax.models.base import NUM_EXPERTS, ScenarioModel, shared_fields
+from midpg_jax.models.layers import MLP, activation
+from midpg_jax.models.registry import register_model
+from midpg_jax.models.scenario_ops import (ParallelMLP, Routing, per_row, scenario_matmul,
+                                           split_hidden)
 
 
 class MetaUnit(nn.Module):
@@ -50,25 +49,17 @@ class MetaUnit(nn.Module):
     return scenario_matmul(h, w, routing) + per_row(b, routing, h.ndim)
 
 
-class M2M(nn.Module):
-  spec: FeatureSpec
-  hidden: Sequence[int] = (256, 128, 64)
-  embed_dim: int = 16
-  act: str = 'relu'
-  dropout: float = 0.0
-  scenario_embed_dim: int = 16
+class M2M(ScenarioModel):
   num_experts: int = 4
   attention_dim: int = 32
   meta_layers: int = 1
-  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    num_scen = self.spec.num_scenarios
+    num_scen = self.num_scenarios
     act = activation(self.act)
-    x, routing = embed_and_route(self, batch)
-    scen = ScenarioEmbedding(num_scen, self.scenario_embed_dim, name='scenario_embed')(
-        jnp.arange(num_scen))
+    x, routing = self.embed_routed(batch)
+    scen = self.embed_scenarios(jnp.arange(num_scen))
     z = MLP((self.scenario_embed_dim,), self.act, name='scenario_knowledge')(scen)  # (S, d_z)
     bottom, top = split_hidden(self.hidden)
     experts = ParallelMLP(self.num_experts, bottom, self.act, self.dropout,
@@ -81,5 +72,14 @@ class M2M(nn.Module):
     for l in range(self.meta_layers):
       h = act(MetaUnit(h.shape[-1], name=f'meta_tower_{l}')(h, z, routing) + h)
     h = MLP(top, self.act, self.dropout, name='tower')(h, train)
-    logits = nn.Dense(1, name='output')(h)[:, 0]
+    logits = self.output_logit(h)
     return {'logits': routing.restore(logits)}
+
+
+@register_model('m2m', num_experts=NUM_EXPERTS,
+                attention_dim=32,  # meta attention width
+                meta_layers=1)  # residual meta units in the meta tower
+def _build(cfg, block, spec, base_rate):
+  return M2M(spec=spec,              num_experts=block.int_at_least('num_experts', 1),
+             attention_dim=block.int_at_least('attention_dim', 1),
+             meta_layers=block.int_at_least('meta_layers', 0), **shared_fields(cfg))

@@ -8,7 +8,7 @@ scenario-conditioned dynamic weighting matrix, combined from decomposed scenario
 scenario-shared low-rank matrices; the backbone's parameters are weighted by it; a mutual
 information regulariser between the scenario-aware input and the weighting matrix diversifies the
 scenarios' parameters. Everything below marked *[our reading]* is this project's reconstruction
-(shared/docs/MIDPG.md), not the paper's text; each choice is a config value.
+(docs/midpg.md), not the paper's text; each choice is a config value.
 
 Per modulated layer l (d_in -> d_out), scenario s, scenario-aware input z:
 
@@ -51,20 +51,17 @@ import jax
 import jax.numpy as jnp
 
 from midpg_jax import mi
-from midpg_jax.data.schema import FeatureSpec
 from midpg_jax.errors import ConfigError
-from midpg_jax.models.layers import FeatureEmbedding, ScenarioEmbedding, activation
+from midpg_jax.models.base import ScenarioModel, shared_fields
+from midpg_jax.models.layers import activation
 from midpg_jax.models.modulated import COMBINES, ModulatedDense, WeightGenerator
+from midpg_jax.models.registry import register_model
 from midpg_jax.models.scenario_ops import SCENARIO_MATMULS, make_routing
 
 __all__ = ['MIDPG', 'ModulatedDense', 'WeightGenerator', 'COMBINES', 'SCENARIO_MATMULS']
 
 
-class MIDPG(nn.Module):
-  spec: FeatureSpec
-  hidden: Sequence[int] = (256, 128, 64)
-  embed_dim: int = 16
-  scenario_embed_dim: int = 16
+class MIDPG(ScenarioModel):
   rank: int = 4
   specific_rank: int = 4
   generator_hidden: Sequence[int] = (64,)
@@ -72,16 +69,13 @@ class MIDPG(nn.Module):
   use_shared: bool = True
   use_specific: bool = True
   combine: str = 'modulate'
-  scenario_matmul: str = 'auto'
   mi_estimator: str = 'infonce'
   mi_dim: int = 16  # K: sketch entries per layer
   mi_temperature: float = 0.5
-  act: str = 'relu'
-  dropout: float = 0.0
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    num_scen = self.spec.num_scenarios
+    num_scen = self.num_scenarios
     scenario = jnp.asarray(batch['scenario'], jnp.int32)  # (B,)
     instance = bool(self.generator_features)
     # Instance-aware cores are per example: rows stay in batch order ('onehot' routing is the
@@ -89,9 +83,7 @@ class MIDPG(nn.Module):
     # embedding lookup, in the order of the scenario path.
     routing = make_routing(scenario, num_scen, 'onehot' if instance else self.scenario_matmul)
     counts = routing.counts
-    x, fields = FeatureEmbedding(self.spec, self.embed_dim, name='features')(
-        routing.take_batch(batch))  # (N, d_0) in the routing's row order
-    scen_embed = ScenarioEmbedding(num_scen, self.scenario_embed_dim, name='scenario_embed')
+    x, fields = self.embed(routing.take_batch(batch))  # (N, d_0) in the routing's row order
     generator = WeightGenerator(len(self.hidden), self.rank, tuple(self.generator_hidden),
                                 self.act, name='generator')
     if instance:
@@ -99,11 +91,11 @@ class MIDPG(nn.Module):
       if unknown:
         raise ConfigError(f'model.midpg.generator_features names unknown fields {sorted(unknown)}; '
                          f'known: {sorted(fields)}')
-      z = jnp.concatenate([scen_embed(scenario)] + [fields[f] for f in self.generator_features],
-                          axis=-1)  # (B, d_z)
+      z = jnp.concatenate([self.embed_scenarios(scenario)]
+                          + [fields[f] for f in self.generator_features], axis=-1)  # (B, d_z)
       cores = generator(z)  # (B, L, r, r)
     else:
-      z = scen_embed(jnp.arange(num_scen))  # (S, d_z): z depends on the scenario only
+      z = self.embed_scenarios(jnp.arange(num_scen))  # (S, d_z): z depends on the scenario only
       cores = generator(z)  # (S, L, r, r)
 
     if instance:
@@ -127,16 +119,14 @@ class MIDPG(nn.Module):
           h, scenario, cores[:, l], 'instance' if instance else routing,
           summary_inputs=(cores[:, l] if instance else None, core_scenario, mean_cores[:, l],
                           present, sketch_u, sketch_v))
-      h = activation(self.act)(h)
-      if self.dropout > 0:
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+      h = self.drop(activation(self.act)(h), train)
       # The MI critic scores in float32 also under mixed precision (precision.py).
       sketches.append(sketch.astype(jnp.float32))  # (N, K)
       queries.append(z.astype(jnp.float32)
                      @ jnp.asarray(mi.fixed_sketch(l, 2, (self.mi_dim, z.shape[-1]))).T)
       diagnostics[f'diversity_l{l}'] = diversity
       diagnostics[f'm_rms_l{l}'] = rms
-    logits = routing.restore(nn.Dense(1, name='output')(h)[:, 0])  # (B,) batch order
+    logits = routing.restore(self.output_logit(h))  # (B,) batch order
 
     outputs = {'diagnostics': diagnostics}
     if self.mi_estimator != 'none':
@@ -153,3 +143,40 @@ class MIDPG(nn.Module):
                                                 present, weights=counts)
     outputs['logits'] = logits
     return outputs
+
+
+# Our reconstruction's switches (docs/midpg.md): each default is the measured or the paper's choice.
+@register_model(
+    'midpg',
+    rank=4,  # r: shared factors P (d_in, r), generated core (r, r), Q (r, d_out)
+    specific_rank=4,  # r_s: per-scenario factors A_s (d_in, r_s), B_s (r_s, d_out)
+    generator_hidden=(64,),
+    # () = scenario only; field names make the generator instance-aware (set by the config
+    # argument ':instance' / ':scenario', see midpg_jax/config.py with_generator_mode).
+    generator_features=(),
+    use_shared=True,
+    use_specific=True,
+    combine='modulate',  # 'modulate': W * (1 + M);  'replace': W = M (APG-style)
+    mi_estimator='infonce',  # 'infonce' | 'jsd' | 'mine' | 'none'
+    mi_weight=0.01,  # lambda in  L = BCE + lambda * (-MI bound); read by the trainer (mi_weight)
+    mi_temperature=0.5,  # tau of the cosine critic (low tau saturates the bound at ln S)
+    mi_dim=16,  # K: entries per layer of the fixed random sketch u_k^T M v_k the critic scores
+)
+def _build(cfg, b, spec, base_rate):
+  if float(b.mi_weight) < 0:
+    raise ConfigError(f'{b.path("mi_weight")} must be >= 0, got {b.mi_weight}')
+  if float(b.mi_temperature) <= 0:
+    raise ConfigError(f'{b.path("mi_temperature")} must be positive, got {b.mi_temperature}')
+  use_shared, use_specific = bool(b.use_shared), bool(b.use_specific)
+  combine = b.choice('combine', COMBINES)
+  if combine == 'replace' and not (use_shared or use_specific):
+    raise ConfigError(f"{b.path('combine')}='replace' needs {b.path('use_shared')} or "
+                      f"{b.path('use_specific')}")
+  return MIDPG(spec=spec, rank=b.int_at_least('rank', 1),
+               specific_rank=b.int_at_least('specific_rank', 1),
+               generator_hidden=tuple(int(w) for w in b.generator_hidden),
+               generator_features=b.fields('generator_features', spec),
+               use_shared=use_shared, use_specific=use_specific, combine=combine,
+               mi_estimator=b.choice('mi_estimator', mi.ESTIMATORS),
+               mi_dim=b.int_at_least('mi_dim', 1), mi_temperature=float(b.mi_temperature),
+               **shared_fields(cfg))

@@ -1,7 +1,7 @@
 """The model registry's machinery: `register_model`, the per-model config blocks, `build_model`.
 
-The models themselves register in midpg_jax/models/__init__.py (importing the package registers
-them all), each with the default block of its own hyper-parameters `config.model.<name>.*`.
+Each model registers in its own module, beside its class (importing midpg_jax.models imports them
+all), with the default block of its own hyper-parameters `config.model.<name>.*`.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def model_names() -> list[str]:
 
 
 def default_blocks() -> dict[str, ml_collections.ConfigDict]:
-  """{model name: its default block} for every model that has one (configs/default.py)."""
+  """{model name: its default block} for every model that has one (midpg_jax/config.py)."""
   return {name: ml_collections.ConfigDict(r.defaults) for name, r in sorted(_MODELS.items())
           if r.defaults}
 
@@ -115,14 +115,15 @@ def _block(model_config, name: str, defaults: dict) -> Block | None:
   given = model_config.get(name)
   if given is None:
     raise ConfigError(f'config.model has no block model.{name} (keys {sorted(defaults)}); '
-                      'start from configs/default.py, which has every block')
+                      'start from midpg_jax.config.get_config(), which has every block')
   values = dict(given.items())
   unknown, missing = sorted(set(values) - set(defaults)), sorted(set(defaults) - set(values))
   if unknown:
     raise ConfigError(f'no config key model.{name}.{unknown[0]}; model.{name} has '
                       f'{sorted(defaults)}')
   if missing:
-    raise ConfigError(f'model.{name} lacks {missing}; start from configs/default.py')
+    raise ConfigError(f'model.{name} lacks {missing}; start from '
+                      'midpg_jax.config.get_config()')
   return Block(name, values)
 
 

@@ -25,31 +25,24 @@ bottom of the shared `hidden` widths and the tower the last width (`split_hidden
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import flax.linen as nn
 import jax.numpy as jnp
 
-from midpg_jax.data.schema import FeatureSpec
+from midpg_jax.models.base import NUM_EXPERTS, ScenarioModel, shared_fields
 from midpg_jax.models.layers import MLP
-from midpg_jax.models.scenario_ops import (ParallelMLP, ScenarioGate, ScenarioMLP, embed_and_route,
-                                           mix_experts, per_row, split_hidden)
+from midpg_jax.models.registry import register_model
+from midpg_jax.models.scenario_ops import (ParallelMLP, ScenarioGate, ScenarioMLP, mix_experts,
+                                           per_row, split_hidden)
 
 
-class SARNet(nn.Module):
-  spec: FeatureSpec
-  hidden: Sequence[int] = (256, 128, 64)
-  embed_dim: int = 16
-  act: str = 'relu'
-  dropout: float = 0.0
+class SARNet(ScenarioModel):
   num_experts: int = 4
   specific_experts: int = 1
-  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    num_scen = self.spec.num_scenarios
-    x, routing = embed_and_route(self, batch)
+    num_scen = self.num_scenarios
+    x, routing = self.embed_routed(batch)
     d = x.shape[-1]
     w = self.param('transform_scale', nn.initializers.ones, (num_scen, d))
     b = self.param('transform_bias', nn.initializers.zeros, (num_scen, d))
@@ -64,5 +57,11 @@ class SARNet(nn.Module):
     gate = ScenarioGate(experts.shape[0], num_scen, name='gate')(xs, routing)
     h = mix_experts(gate, experts)  # (B, d_e)
     h = MLP(top, self.act, self.dropout, name='tower')(h, train)
-    logits = nn.Dense(1, name='output')(h)[:, 0]
+    logits = self.output_logit(h)
     return {'logits': routing.restore(logits)}
+
+
+@register_model('sar_net', num_experts=NUM_EXPERTS, specific_experts=1)
+def _build(cfg, block, spec, base_rate):
+  return SARNet(spec=spec, num_experts=block.int_at_least('num_experts', 1),
+                specific_experts=block.int_at_least('specific_experts', 1), **shared_fields(cfg))

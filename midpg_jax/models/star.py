@@ -28,9 +28,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from midpg_jax.data.schema import FeatureSpec
-from midpg_jax.models.layers import MLP, ScenarioEmbedding, activation
-from midpg_jax.models.scenario_ops import Routing, embed_and_route, per_row, scenario_matmul
+from midpg_jax.errors import ConfigError
+from midpg_jax.models.base import ScenarioModel, shared_fields
+from midpg_jax.models.layers import MLP, activation
+from midpg_jax.models.registry import Block, register_model
+from midpg_jax.models.scenario_ops import Routing, per_row, scenario_matmul
+
+# Momentum of the running per-scenario statistics of partitioned normalisation (star, hamur):
+# 0.9 is PyTorch BatchNorm's default (momentum=0.1), which the peers' code uses.
+PN_MOMENTUM = 0.9
 
 
 class PartitionedNorm(nn.Module):
@@ -88,30 +94,35 @@ class StarDense(nn.Module):
     return scenario_matmul(h, kernel, routing) + shared_bias + per_row(scenario_bias, routing, 2)
 
 
-class STAR(nn.Module):
-  spec: FeatureSpec
-  hidden: Sequence[int] = (256, 128, 64)
-  embed_dim: int = 16
-  act: str = 'relu'
-  dropout: float = 0.0
-  scenario_embed_dim: int = 16
+class STAR(ScenarioModel):
   aux_hidden: Sequence[int] = (32,)
   pn_momentum: float = 0.9
-  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    num_scen = self.spec.num_scenarios
-    x, routing = embed_and_route(self, batch)
+    num_scen = self.num_scenarios
+    x, routing = self.embed_routed(batch)
     h = PartitionedNorm(num_scen, self.pn_momentum, name='partitioned_norm')(x, routing, train)
     for l, width in enumerate(self.hidden):
       h = activation(self.act)(StarDense(width, num_scen, name=f'star_{l}')(h, routing))
-      if self.dropout > 0:
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+      h = self.drop(h, train)
     main = StarDense(1, num_scen, name='star_output')(h, routing)[:, 0]
     # The auxiliary network reads the scenario only: run it once per scenario (S rows, not N)
     # and look its logit up per row.
-    z = ScenarioEmbedding(num_scen, self.scenario_embed_dim, name='scenario_embed')(
-        jnp.arange(num_scen))  # (S, d_z)
+    z = self.embed_scenarios(jnp.arange(num_scen))  # (S, d_z)
     aux = nn.Dense(1, name='aux_output')(MLP(tuple(self.aux_hidden), self.act, name='aux')(z))
     return {'logits': routing.restore(main + per_row(aux, routing, 2)[:, 0])}
+
+
+def pn_momentum(block: Block) -> float:
+  """The block's `pn_momentum` (STAR's and HAMUR's partitioned normalisation), checked."""
+  if not 0 <= block.pn_momentum < 1:
+    raise ConfigError(f'{block.path("pn_momentum")} must lie in [0, 1), got {block.pn_momentum}')
+  return float(block.pn_momentum)
+
+
+@register_model('star', aux_hidden=(32,),  # the auxiliary network on the scenario embedding
+                pn_momentum=PN_MOMENTUM)
+def _build(cfg, block, spec, base_rate):
+  return STAR(spec=spec, aux_hidden=block.widths('aux_hidden'), pn_momentum=pn_momentum(block),
+              **shared_fields(cfg))

@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 
-from midpg_jax.speed import flops as flops_lib
-from midpg_jax.speed import machine, report
-from midpg_jax.speed.jax_side import JaxContender, make_data
-from midpg_jax.speed.timing import alternate, build_once, examples_per_s, stats
-from midpg_jax.speed.torch_side import TorchContender
+from benchmarks.speed import flops as flops_lib
+from benchmarks.speed import machine, report
+from benchmarks.speed.jax_side import JaxContender, make_data
+from benchmarks.speed.timing import alternate, build_once, examples_per_s, stats
+from benchmarks.speed.torch_side import TorchContender
 
 PRIMARY = ('jax', 'jax_backbone', 'torch_eager', 'torch_compile')  # inference + memory measured
 
@@ -91,10 +91,10 @@ def memory_names(args) -> list[str]:
 
 
 def run_memory(args, results, batch_sizes, names):
-  """Peak RSS of a fresh subprocess per (contender, batch size): `--probe-memory NAME`."""
+  """Peak RSS of a fresh subprocess per (contender, batch size): `--probe_memory NAME`."""
   for bs in batch_sizes:
     for name in names:
-      cmd = [sys.executable, '-m', 'midpg_jax.speed', '--probe-memory', name, '--probe-batch',
+      cmd = [sys.executable, '-m', 'benchmarks.speed', '--probe_memory', name, '--probe_batch',
              str(bs), '--config', args.config, '--dtype', args.dtype,
              '--threads', str(args.threads)]
       t0 = time.perf_counter()

@@ -11,7 +11,7 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
-from midpg_jax.speed.machine import torch, torch_device, torch_sync
+from benchmarks.speed.machine import torch, torch_device, torch_sync
 
 
 def matmul_rate(n: int, reps: int, dtype: str = 'f32') -> dict:

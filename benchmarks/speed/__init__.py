@@ -1,12 +1,14 @@
 """The speed benchmark: JAX train/predict steps against PyTorch eager and torch.compile.
 
-  python -m midpg_jax.speed --quick             # MI-DPG, batch 1k and 4k (a few minutes)
-  python -m midpg_jax.speed --vocab-sweep       # also step time vs embedding-table size
-  python -m midpg_jax.speed --models star,mmoe,ple --batch-sizes 4096   # the zoo vs PyTorch
-  python -m midpg_jax.speed --suite gpu         # accelerator suite: MI-DPG + zoo, f32 and bf16
-  midpg-speed ...                               # the same, as a console command
+Run from the checkout's root (it imports the PyTorch references of reference/, which the wheel
+does not ship; torch from requirements-bench.txt, which `make` installs):
 
-Model quality (AUC, logloss) is measured by `midpg_jax.compare`, not here.
+  python -m benchmarks.speed --quick             # MI-DPG, batch 1k and 4k (a few minutes)
+  python -m benchmarks.speed --vocab_sweep       # also step time vs embedding-table size
+  python -m benchmarks.speed --models star,mmoe,ple --batch_sizes 4096   # the zoo vs PyTorch
+  python -m benchmarks.speed --suite gpu         # accelerator suite: MI-DPG + zoo, f32 and bf16
+
+Model quality (AUC, logloss) is measured by `midpg-compare`, not here. Results: docs/speed.md.
 
 Modules, one job each:
   cli           command line, thread settings (before JAX/torch start), which sections run

@@ -1,14 +1,14 @@
 """Every model's JAX train step against the per-scenario-tower Shared-Bottom of the same widths
-(`--zoo-table`, issue 10 item 2), with FLOPs per example, to tell a model that is slow because it
+(`--zoo_table`, issue 10 item 2), with FLOPs per example, to tell a model that is slow because it
 computes more from one that computes slowly.
 
-All models train in one alternating run at one batch size (`--sweep-batch`, default 4096), so the
+All models train in one alternating run at one batch size (`--sweep_batch`, default 4096), so the
 ratios hold on a loaded machine. Per model: the step time, its ratio to Shared-Bottom's, the
 forward matmul FLOPs per example read from the model's jaxpr (`flops.model_forward_flops`: every
 per-scenario matmul counted once per row), XLA's FLOPs of the compiled step per example (tile
 padding, S-fold paths and weight generation included), and `step ratio / FLOP ratio`: how much
 slower than its FLOPs say a model runs, relative to Shared-Bottom (> 2 asks for a profile:
-`--profile --models NAME`). An n x n f32 matmul (`--matmul-size`) alternates with the models, so
+`--profile --models NAME`). An n x n f32 matmul (`--matmul_size`) alternates with the models, so
 each model's achieved rate (3x its forward FLOPs per example) is also a fraction of this machine's
 matmul rate in the same run: comparable between runs (e.g. with other XLA_FLAGS) on a loaded
 machine.
@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import time
 
-from midpg_jax.speed import flops as flops_lib
-from midpg_jax.speed.jax_side import JaxContender, make_data
-from midpg_jax.speed.profile import MatmulContender
-from midpg_jax.speed.timing import alternate, build_once, stats
+from benchmarks.speed import flops as flops_lib
+from benchmarks.speed.jax_side import JaxContender, make_data
+from benchmarks.speed.profile import MatmulContender
+from benchmarks.speed.timing import alternate, build_once, stats
 
 REFERENCE = 'shared_bottom'
 STEP_LIMIT, FLOPS_LIMIT = 3.0, 2.0  # the issue's targets: step vs Shared-Bottom, vs its FLOPs
@@ -32,7 +32,7 @@ def table_models(args) -> list[str]:
   chosen = [m for m in (args.models or '').split(',') if m] or model_names()
   unknown = set(chosen) - set(model_names())
   if unknown:
-    raise SystemExit(f'--zoo-table: unknown models {sorted(unknown)}; choose from {model_names()}')
+    raise SystemExit(f'--zoo_table: unknown models {sorted(unknown)}; choose from {model_names()}')
   return [REFERENCE] + [m for m in chosen if m != REFERENCE]
 
 

@@ -1,4 +1,4 @@
-"""Models that re-weight the backbone's neurons per scenario: PEPNet (EPNet, PPNet), AdaSparse."""
+"""AdaSparse (`adasparse`): the backbone's neurons pruned and scaled per domain."""
 
 from __future__ import annotations
 
@@ -8,78 +8,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from midpg_jax.data.schema import FeatureSpec
-from midpg_jax.models.layers import FeatureEmbedding, ScenarioEmbedding, activation
 from midpg_jax.errors import ConfigError
+from midpg_jax.models.base import ScenarioModel, shared_fields
+from midpg_jax.models.layers import activation
+from midpg_jax.models.registry import register_model
 
-GATE_SCALE = 2.0  # PEPNet's gamma: Gate NU outputs lie in (0, 2)
 ADASPARSE_FORMS = ('binarization', 'scaling', 'fusion')
-
-
-class GateNU(nn.Module):
-  """PEPNet's gate neural unit: gamma * sigmoid(W2 relu(W1 x + b1) + b2), gamma = 2.
-
-  [our choice, as Scenario-Wise-Rec] the hidden width equals the output width.
-  """
-
-  features: int
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.relu(nn.Dense(self.features, name='hidden')(x))
-    return GATE_SCALE * jax.nn.sigmoid(nn.Dense(self.features, name='out')(h))
-
-
-class PEPNet(nn.Module):
-  """Parameter and Embedding Personalized Network, and its halves EPNet and PPNet.
-
-  Chang et al. "PEPNet: Parameter and Embedding Personalized Network for Infusing with
-  Personalized Prior Information", KDD 2023.
-
-  * EPNet (`use_ep`): delta = GateNU(E(domain) ⊕ sg(E)) scales the general embedding E
-    element-wise, O_ep = delta ⊗ E. The domain side is the scenario embedding (our schema has no
-    other domain-side features); sg = stop-gradient, so the gate does not train the embeddings.
-  * PPNet (`use_pp`): per hidden layer l a GateNU of the prior features
-    O_prior ⊕ sg(O_ep) scales the layer's neurons, H_{l+1} = delta_l ⊗ f(H_l W_l + b_l).
-    O_prior = the embeddings of `prior_fields` (the paper's user / item / author ids; default: all
-    fields) and the scenario embedding.
-
-  [our choices] The PPNet gate scales each hidden layer's output (so the input of the next layer,
-  as in Scenario-Wise-Rec); one task, hence one tower.
-  """
-
-  spec: FeatureSpec
-  hidden: Sequence[int] = (256, 128, 64)
-  embed_dim: int = 16
-  act: str = 'relu'
-  dropout: float = 0.0
-  scenario_embed_dim: int = 16
-  use_ep: bool = True
-  use_pp: bool = True
-  prior_fields: Sequence[str] = ()
-
-  @nn.compact
-  def __call__(self, batch, train: bool = False):
-    e, fields = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)
-    scenario = jnp.asarray(batch['scenario'], jnp.int32)
-    domain = ScenarioEmbedding(self.spec.num_scenarios, self.scenario_embed_dim,
-                               name='scenario_embed')(scenario)
-    if self.use_ep:
-      delta = GateNU(e.shape[-1], name='ep_gate')(
-          jnp.concatenate([domain, jax.lax.stop_gradient(e)], axis=-1))
-      e = delta * e
-    if self.use_pp:
-      names = tuple(self.prior_fields) or tuple(fields)
-      prior = jnp.concatenate([fields[n] for n in names] + [domain, jax.lax.stop_gradient(e)],
-                              axis=-1)
-    h = e
-    for l, width in enumerate(self.hidden):
-      h = activation(self.act)(nn.Dense(width, name=f'dense_{l}')(h))
-      if self.use_pp:
-        h = h * GateNU(width, name=f'pp_gate_{l}')(prior)
-      if self.dropout > 0:
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return {'logits': nn.Dense(1, name='output')(h)[:, 0]}
 
 
 class Pruner(nn.Module):
@@ -108,10 +42,11 @@ class Pruner(nn.Module):
     if self.form == 'fusion':
       scaled = self.beta * soft
       return scaled * jax.lax.stop_gradient((scaled >= self.epsilon).astype(soft.dtype))
-    raise ConfigError(f'unknown model.adasparse.form {self.form!r}; choose one of {ADASPARSE_FORMS}')
+    raise ConfigError(f'unknown model.adasparse.form {self.form!r}; choose one of '
+                      f'{ADASPARSE_FORMS}')
 
 
-class AdaSparse(nn.Module):
+class AdaSparse(ScenarioModel):
   """Adaptively sparse structures per domain.
 
   Yang et al. "AdaSparse: Learning Adaptively Sparse Structures for Multi-Domain Click-Through
@@ -130,12 +65,6 @@ class AdaSparse(nn.Module):
   Scenario-Wise-Rec). The step count that drives alpha lives in the `counters` collection.
   """
 
-  spec: FeatureSpec
-  hidden: Sequence[int] = (256, 128, 64)
-  embed_dim: int = 16
-  act: str = 'relu'
-  dropout: float = 0.0
-  scenario_embed_dim: int = 16
   form: str = 'fusion'
   beta: float = 2.0
   epsilon: float = 0.01
@@ -146,10 +75,9 @@ class AdaSparse(nn.Module):
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    x, _ = FeatureEmbedding(self.spec, self.embed_dim, name='features')(batch)
+    x, _ = self.embed(batch)
     scenario = jnp.asarray(batch['scenario'], jnp.int32)
-    domain = ScenarioEmbedding(self.spec.num_scenarios, self.scenario_embed_dim,
-                               name='scenario_embed')(scenario)
+    domain = self.embed_scenarios(scenario)
     steps = self.variable('counters', 'adasparse_steps', lambda: jnp.zeros((), jnp.int32))
     alpha = self.alpha + self.alpha_step * steps.value.astype(jnp.float32)
     alpha = alpha.astype(domain.dtype)  # the compute dtype (bfloat16 under mixed precision)
@@ -160,11 +88,10 @@ class AdaSparse(nn.Module):
     h = jnp.concatenate([domain, x * factors[0]], axis=-1)
     for l, width in enumerate(self.hidden):
       h = activation(self.act)(nn.Dense(width, name=f'dense_{l}')(h))
-      if self.dropout > 0:
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+      h = self.drop(h, train)
       factors.append(pruner(f'pruner_{l}')(domain, h, alpha))
       h = h * factors[-1]
-    outputs = {'logits': nn.Dense(1, name='output')(h)[:, 0]}
+    outputs = {'logits': self.output_logit(h)}
     if self.sparsity_weight > 0 and self.form != 'scaling':  # scaling never prunes
       r_min, r_max = self.sparsity_range
       aux = 0.0
@@ -174,3 +101,33 @@ class AdaSparse(nn.Module):
         aux = aux + sign * jnp.mean(pi.astype(jnp.float32))
       outputs['aux_loss'] = self.sparsity_weight * aux
     return outputs
+
+
+@register_model(
+    'adasparse',
+    form='fusion',  # 'binarization' | 'scaling' | 'fusion'
+    beta=2.0,  # scale of the scaling / fusion weighting factors
+    epsilon=0.01,  # factors below it are pruned (binarization, fusion)
+    alpha=1.0,  # sharpness of sigmoid(alpha v) at step 0 ...
+    alpha_step=1e-4,  # ... growing by this much per training step
+    sparsity_weight=0.01,  # flexible sparsity regulariser; 0 = off
+    sparsity_range=(0.1, 0.5),  # [r_min, r_max] of each layer's pruned fraction
+)
+def _build(cfg, b, spec, base_rate):
+  if b.beta < 1:
+    raise ConfigError(f'{b.path("beta")} must be >= 1, got {b.beta}')
+  if not 0 < b.epsilon < 1:
+    raise ConfigError(f'{b.path("epsilon")} must lie in (0, 1), got {b.epsilon}')
+  if b.alpha <= 0 or b.alpha_step < 0:
+    raise ConfigError(f'{b.path("alpha")} must be positive and {b.path("alpha_step")} >= 0, '
+                      f'got {b.alpha} and {b.alpha_step}')
+  if b.sparsity_weight < 0:
+    raise ConfigError(f'{b.path("sparsity_weight")} must be >= 0, got {b.sparsity_weight}')
+  r_range = tuple(float(r) for r in b.sparsity_range)
+  if len(r_range) != 2 or not 0 <= r_range[0] <= r_range[1] <= 1:
+    raise ConfigError(f'{b.path("sparsity_range")} must be (r_min, r_max) with '
+                      f'0 <= r_min <= r_max <= 1, got {r_range}')
+  return AdaSparse(spec=spec, form=b.choice('form', ADASPARSE_FORMS), beta=float(b.beta),
+                   epsilon=float(b.epsilon), alpha=float(b.alpha),
+                   alpha_step=float(b.alpha_step), sparsity_weight=float(b.sparsity_weight),
+                   sparsity_range=r_range, **shared_fields(cfg))

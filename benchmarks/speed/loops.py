@@ -14,9 +14,9 @@ import time
 import jax
 
 from midpg_jax.data import load_dataset, pipeline
-from midpg_jax.speed import report
-from midpg_jax.speed.jax_side import JaxContender, forget_initial_variables, make_data
-from midpg_jax.speed.timing import alternate, examples_per_s, stats
+from benchmarks.speed import report
+from benchmarks.speed.jax_side import JaxContender, forget_initial_variables, make_data
+from benchmarks.speed.timing import alternate, examples_per_s, stats
 from midpg_jax.train_state import model_inputs
 
 

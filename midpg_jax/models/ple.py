@@ -1,60 +1,23 @@
-"""Mixture-of-experts models with one gate and tower per scenario: MMoE, PLE, HMoE.
+"""PLE: progressive layered extraction, one gate and tower per scenario.
 
-Scenarios play the role of the tasks of the multi-task papers: every example belongs to one
-scenario and uses that scenario's gate and tower (Scenario-Wise-Rec's multi-domain reading).
-Sizes: experts are MLPs over the bottom of the shared `hidden` widths, towers the last width plus
-the output layer (`scenario_ops.split_hidden`), so each model's per-example path has the
-backbone's depth and widths.
+As in MMoE (mmoe.py) the scenarios play the role of the multi-task paper's tasks: an example
+uses its own scenario's gate, path and tower.
 """
 
 from __future__ import annotations
-
-from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from midpg_jax.data.schema import FeatureSpec
+from midpg_jax.models.base import NUM_EXPERTS, ScenarioModel, shared_fields
 from midpg_jax.models.layers import activation
-from midpg_jax.models.scenario_ops import (ParallelMLP, ScenarioDense, ScenarioGate, ScenarioMLP,
-                                           StackedWeights, embed_and_route, mix_experts, per_row,
+from midpg_jax.models.registry import register_model
+from midpg_jax.models.scenario_ops import (ScenarioDense, ScenarioMLP, StackedWeights, per_row,
                                            scenario_matmul, split_hidden, stacked_lecun)
 
 
-class MMoE(nn.Module):
-  """Multi-gate Mixture-of-Experts.
-
-  Ma, Zhao, Yi, Chen, Hong, Chi. "Modeling Task Relationships in Multi-task Learning with
-  Multi-gate Mixture-of-Experts", KDD 2018.
-
-  K shared experts f_k; per scenario s a softmax gate g_s(x) = softmax(W_s x) and a tower h_s;
-  an example of scenario s predicts h_s(sum_k g_s(x)_k f_k(x)).
-  """
-
-  spec: FeatureSpec
-  hidden: Sequence[int] = (256, 128, 64)
-  embed_dim: int = 16
-  act: str = 'relu'
-  dropout: float = 0.0
-  num_experts: int = 4
-  scenario_matmul: str = 'auto'
-
-  @nn.compact
-  def __call__(self, batch, train: bool = False):
-    num_scen = self.spec.num_scenarios
-    x, routing = embed_and_route(self, batch)
-    bottom, top = split_hidden(self.hidden)
-    experts = ParallelMLP(self.num_experts, bottom, self.act, self.dropout,
-                          name='experts')(x, train)  # (K, B, d), expert-major
-    gate = ScenarioGate(self.num_experts, num_scen, name='gate')(x, routing)  # (B, K)
-    h = mix_experts(gate, experts)  # (B, d)
-    h = ScenarioMLP(top, num_scen, self.act, self.dropout, name='tower')(h, routing, train)
-    logits = ScenarioDense(1, num_scen, name='output')(h, routing)[:, 0]
-    return {'logits': routing.restore(logits)}
-
-
-class PLE(nn.Module):
+class PLE(ScenarioModel):
   """Progressive Layered Extraction.
 
   Tang, Liu, Zhao, Gong. "Progressive Layered Extraction (PLE): A Novel Multi-Task Learning (MTL)
@@ -71,25 +34,19 @@ class PLE(nn.Module):
   layer of that width, so PLE's depth equals the backbone's.
   """
 
-  spec: FeatureSpec
-  hidden: Sequence[int] = (256, 128, 64)
-  embed_dim: int = 16
-  act: str = 'relu'
-  dropout: float = 0.0
   num_experts: int = 4  # shared experts per level
   specific_experts: int = 1  # experts per scenario per level
-  scenario_matmul: str = 'auto'
 
   @nn.compact
   def __call__(self, batch, train: bool = False):
-    num_scen, m, n = self.spec.num_scenarios, self.specific_experts, self.num_experts
-    x, routing = embed_and_route(self, batch)
+    num_scen, m, n = self.num_scenarios, self.specific_experts, self.num_experts
+    x, routing = self.embed_routed(batch)
     levels, top = split_hidden(self.hidden)
     act = activation(self.act)
     drop = (nn.Dropout(self.dropout, deterministic=not train) if self.dropout > 0
             else lambda t: t)
     # Same function and parameters as computing all S + 1 paths at every level, arranged for
-    # speed (README "Speed"): every matmul of a level that reads one input is ONE matmul, and
+    # speed (docs/speed.md): every matmul of a level that reads one input is ONE matmul, and
     # the last level computes only the row's own path (the only one read after it).
     # `paths`: None while every scenario's path equals `shared` (level 0's input); else (S, B, d)
     # every scenario's path; before the last level (B, d) the row's own path.
@@ -154,50 +111,7 @@ class PLE(nn.Module):
     return {'logits': routing.restore(logits)}
 
 
-class HMoE(nn.Module):
-  """Hybrid of implicit and explicit Mixture-of-Experts.
-
-  Li, Li, Da, Zeng, Zhang. "Improving Multi-Scenario Learning to Rank in E-commerce by Exploiting
-  Task Relationships in the Label Space", CIKM 2020.
-
-  Implicit part (feature space): an MMoE whose S towers give a score l_t(x) for every scenario t.
-  Explicit part (label space): a gate of the example's scenario s mixes all scenarios' scores,
-  logit = sum_t w_{s,t}(x) l_t(x). Task-constrained back-propagation: the loss of an example of
-  scenario s trains only tower s through the scores; the other scenarios' scores are constants
-  (stop-gradient) there, while the explicit gate learns from every example.
-
-  [our choice] Scores are mixed as logits (the paper's LTR scores are unbounded too); the explicit
-  gate reads the feature input x.
-  """
-
-  spec: FeatureSpec
-  hidden: Sequence[int] = (256, 128, 64)
-  embed_dim: int = 16
-  act: str = 'relu'
-  dropout: float = 0.0
-  num_experts: int = 4
-  scenario_matmul: str = 'auto'
-
-  @nn.compact
-  def __call__(self, batch, train: bool = False):
-    num_scen = self.spec.num_scenarios
-    x, routing = embed_and_route(self, batch)
-    bottom, top = split_hidden(self.hidden)
-    experts = ParallelMLP(self.num_experts, bottom, self.act, self.dropout,
-                          name='experts')(x, train)  # (K, B, d), expert-major
-    gate_kernel = self.param('gates_kernel', stacked_lecun, (num_scen, x.shape[-1],
-                                                             self.num_experts))
-    gate_bias = self.param('gates_bias', nn.initializers.zeros, (num_scen, self.num_experts))
-    gates = jax.nn.softmax(jnp.einsum('bi,sik->bsk', x, gate_kernel) + gate_bias)  # (B, S, K)
-    h = jnp.einsum('bsk,kbd->sbd', gates, experts)  # (S, B, d) every scenario's mixture
-    # Every scenario's tower on every example: stacked kernels over the scenario axis, in the
-    # scenario-major layout ParallelMLP computes in.
-    h = ParallelMLP(num_scen, top, self.act, self.dropout, name='towers')(h, train)  # (S, B, w)
-    out_kernel = self.param('output_kernel', stacked_lecun, (num_scen, h.shape[-1], 1))
-    out_bias = self.param('output_bias', nn.initializers.zeros, (num_scen,))
-    scores = jnp.einsum('sbi,sio->bs', h, out_kernel) + out_bias  # (B, S)
-    own = routing.one_hot(scores.dtype)
-    scores = own * scores + (1.0 - own) * jax.lax.stop_gradient(scores)
-    mix = ScenarioGate(num_scen, num_scen, name='explicit_gate')(x, routing)  # (B, S)
-    logits = jnp.sum(mix * scores, axis=-1)
-    return {'logits': routing.restore(logits)}
+@register_model('ple', num_experts=NUM_EXPERTS, specific_experts=1)  # experts per scenario
+def _build(cfg, block, spec, base_rate):
+  return PLE(spec=spec, num_experts=block.int_at_least('num_experts', 1),
+             specific_experts=block.int_at_least('specific_experts', 1), **shared_fields(cfg))

@@ -11,10 +11,10 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from midpg_jax.speed import machine, report
-from midpg_jax.speed.jax_side import JaxContender, make_data
-from midpg_jax.speed.timing import alternate, build_once, examples_per_s, stats
-from midpg_jax.speed.torch_side import TorchContender, ZooTorchContender, require_torch
+from benchmarks.speed import machine, report
+from benchmarks.speed.jax_side import JaxContender, make_data
+from benchmarks.speed.timing import alternate, build_once, examples_per_s, stats
+from benchmarks.speed.torch_side import TorchContender, ZooTorchContender, require_torch
 
 
 def torch_models() -> tuple[str, ...]:
@@ -23,12 +23,12 @@ def torch_models() -> tuple[str, ...]:
 
 
 def make_model_contenders(args, config, models: list[str], dtype: str) -> list:
-  """Per model: JAX (plus --zoo-routings), PyTorch eager and torch.compile per loop form."""
+  """Per model: JAX (plus --zoo_routings), PyTorch eager and torch.compile per loop form."""
   from reference import torch_zoo as tz
   require_torch('--models')
   loops = [l for l in args.zoo_loops.split(',') if l]
   if set(loops) - set(tz.SCENARIO_LOOPS) or not loops:
-    raise SystemExit(f'--zoo-loops takes {tz.SCENARIO_LOOPS}, got {args.zoo_loops!r}')
+    raise SystemExit(f'--zoo_loops takes {tz.SCENARIO_LOOPS}, got {args.zoo_loops!r}')
   cs = []
   for name in models:
     if name not in torch_models():

@@ -11,7 +11,7 @@ import contextlib
 import time
 
 from midpg_jax.models import mi_weight
-from midpg_jax.speed.machine import torch, torch_device, torch_sync
+from benchmarks.speed.machine import torch, torch_device, torch_sync
 
 
 class TorchContender:

@@ -2,15 +2,15 @@
 batch 4k-64k, in float32 and bf16, JAX vs PyTorch eager vs torch.compile on the same device, with
 device memory and the device's matmul rate per dtype.
 
-Not yet run on a GPU (no accelerator was lent while it was written). `--dry-run` walks the same
+Not yet run on a GPU (no accelerator was lent while it was written). `--dry_run` walks the same
 code paths at tiny sizes on any backend (the CPU included, where the device-memory probes report
 what a CPU has: XLA's plan of each step, no device peak), so the suite is tested without a GPU.
 """
 
 from __future__ import annotations
 
-from midpg_jax.speed import flops, machine, report
-from midpg_jax.speed.zoo import run_models
+from benchmarks.speed import flops, machine, report
+from benchmarks.speed.zoo import run_models
 
 MODELS = ('midpg', 'star', 'mmoe', 'ple', 'shared_bottom')
 BATCH_SIZES = (4096, 16384, 65536)
@@ -19,7 +19,7 @@ DRY_RUN_BATCH_SIZES = (128,)
 
 
 def plan(args) -> dict:
-  """What the suite runs: models, batch sizes, dtypes, repetitions (smaller with --dry-run)."""
+  """What the suite runs: models, batch sizes, dtypes, repetitions (smaller with --dry_run)."""
   models = args.models.split(',') if args.models else list(MODELS)
   if args.dry_run:
     return {'models': models, 'batch_sizes': list(args.explicit_batch_sizes or DRY_RUN_BATCH_SIZES),
@@ -33,7 +33,7 @@ def run_suite(args, config, results) -> str:
   """Runs the suite into results['suite_f32'], results['suite_bf16']; returns its markdown."""
   if not machine.on_accelerator() and not args.dry_run:
     raise SystemExit('--suite gpu: the JAX backend is cpu, not an accelerator; run it on a GPU, '
-                     'or add --dry-run to walk its code paths at tiny sizes here')
+                     'or add --dry_run to walk its code paths at tiny sizes here')
   p = plan(args)
   args.reps, args.steps = p['reps'], p['steps']
   results['suite'] = {**p, 'dry_run': bool(args.dry_run),

@@ -24,9 +24,9 @@ import time
 
 import jax
 
-from midpg_jax.speed import flops as flops_lib
-from midpg_jax.speed.jax_side import JaxContender, make_data
-from midpg_jax.speed.timing import alternate, stats
+from benchmarks.speed import flops as flops_lib
+from benchmarks.speed.jax_side import JaxContender, make_data
+from benchmarks.speed.timing import alternate, stats
 
 _INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*[^=]*?\s([\w\-]+)\(')
 _CALLS = re.compile(r'calls=%?([\w.\-]+)')
