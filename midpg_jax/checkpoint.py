@@ -8,6 +8,13 @@ Layout in the workdir:
 Orbax writes each checkpoint to a temporary folder and renames it when complete, so an
 interrupted or failed save never damages the previous checkpoint.
 
+A full disk or an unwritable folder while saving is a StorageError (one line, the previous
+checkpoints kept): orbax writes in background threads and reports tensorstore's OS errors as
+ValueErrors carrying `[os_error_code='28']`, at the next save or wait. The trainer's Checkpointer
+removes the unfinished folders a failed or killed save left when it starts (orbax's
+`cleanup_tmp_directories`; only a writer may, which the trainer's lock makes the only one; a
+single-process run only, see __init__).
+
 Checkpoints are independent of the mesh: every process writes the shards it owns (the workdir
 must be on a filesystem all hosts share), and `restore` reads each array straight into the
 shardings of the *target* (the current mesh's), so a state saved on 8 devices restores on 1, or on
@@ -16,15 +23,33 @@ another (data, model) shape, and training continues identically.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from typing import Any
+import re
+from typing import Any, Iterator
 
 import jax
 import orbax.checkpoint as ocp
 
-from midpg_jax.errors import CheckpointError
+from midpg_jax import files
+from midpg_jax.errors import CheckpointError, StorageError
 
 KINDS = ('latest', 'best')
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def environment_errno(e: BaseException | None) -> int | None:
+  """The errno of a fault of the machine behind `e` or its causes (files.ENVIRONMENT_ERRNOS): an
+  OSError's, or the one tensorstore writes into its messages."""
+  while e is not None:
+    code = e.errno if isinstance(e, OSError) else None
+    found = _OS_ERROR_CODE.search(str(e))
+    code = code if code is not None else (int(found.group(1)) if found else None)
+    if code in files.ENVIRONMENT_ERRNOS:
+      return code
+    e = e.__cause__ or e.__context__
+  return None
 
 
 def _restore_target(x: Any) -> Any:
@@ -36,12 +61,38 @@ def _restore_target(x: Any) -> Any:
   return ocp.utils.to_shape_dtype_struct(x)
 
 
+class _HideStorageFaults(logging.Filter):
+  """Drops the log records of a fault of the machine (their exception or message carries its
+  errno): orbax's threads log each failed write with a traceback, dozens of them after one full
+  disk, and asyncio logs their futures again; the save that meets it raises one StorageError."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    if environment_errno(exc) is not None:
+      return False
+    found = _OS_ERROR_CODE.search(record.getMessage())
+    return not (found and int(found.group(1)) in files.ENVIRONMENT_ERRNOS)
+
+
+def _hide_storage_faults() -> None:
+  for name in ('absl', 'asyncio'):  # orbax logs through absl
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _HideStorageFaults) for f in logger.filters):
+      logger.addFilter(_HideStorageFaults())
+
+
 class Checkpointer:
   def __init__(self, workdir: str, create: bool = True):
+    _hide_storage_faults()
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
     self._managers = {}
     for kind in KINDS:
-      options = ocp.CheckpointManagerOptions(max_to_keep=1, create=create)
+      # Not with several processes: there orbax's cleanup broke the next save's barrier
+      # ("Barrier _async_write_complete.300 is already ongoing"; tests/test_distributed.py's
+      # two-process run timed out); orbax ignores the unfinished folders anyway.
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=1, create=create,
+          cleanup_tmp_directories=create and jax.process_count() == 1)
       path = os.path.join(self.directory, kind)
       if not create and not os.path.isdir(path):
         continue
@@ -51,10 +102,23 @@ class Checkpointer:
     manager = self._managers.get(kind)
     return None if manager is None else manager.latest_step()
 
+  @contextlib.contextmanager
+  def _writing(self) -> Iterator[None]:
+    try:
+      yield
+    except Exception as e:
+      code = environment_errno(e)
+      if code is None:
+        raise
+      raise StorageError(files.storage_message(
+          f'writing checkpoints into {self.directory}', code,
+          kept='the checkpoints saved before are kept')) from e
+
   def save(self, kind: str, step: int, state: Any, meta: dict) -> None:
-    self._managers[kind].save(
-        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                      meta=ocp.args.JsonSave(meta)), force=True)
+    with self._writing():  # also raises what failed in the previous save's thread
+      self._managers[kind].save(
+          step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                        meta=ocp.args.JsonSave(meta)), force=True)
 
   def restore(self, kind: str, abstract_state: Any,
               weights_only: bool = False) -> tuple[Any, dict]:
@@ -106,9 +170,11 @@ class Checkpointer:
         tree.get('opt_state'), is_leaf=lambda m: hasattr(m, 'shape') and hasattr(m, 'dtype'))
 
   def wait(self) -> None:
-    for manager in self._managers.values():
-      manager.wait_until_finished()
+    with self._writing():
+      for manager in self._managers.values():
+        manager.wait_until_finished()
 
   def close(self) -> None:
-    for manager in self._managers.values():
-      manager.close()
+    with self._writing():
+      for manager in self._managers.values():
+        manager.close()
