@@ -12,6 +12,12 @@ preparation used (midpg_jax/data/encode.py), so a row scores the same here as in
 on the built-in synthetic dataset has no raw form: `predict` then takes encoded columns
 ({'cat', 'dense', 'scenario'[, 'multi']}, see midpg_jax/data/schema.py).
 
+Nothing is scored silently wrong (docs/robustness.md): the Encoder must be the one the run was
+trained with (its fingerprint, `schema.check_same_encoding`); raw values in memory are checked as
+a file's are (`Encoder.encode_rows`: a DataError names the column and the row); encoded columns
+are checked against the run's spec (`inputs.checked`: shapes, integer ids inside their
+vocabularies, scenarios in [0, S), finite dense values).
+
 The best checkpoint (or `checkpoint='latest'`) is restored onto one device; nothing is trained and
 no dataset is loaded.
 """
@@ -28,10 +34,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from midpg_jax import checkpoint, evaluation, run_config
+from midpg_jax import checkpoint, evaluation, inputs, run_config
 from midpg_jax.checkpoint import Checkpointer
 from midpg_jax.data.encode import ENCODER_FILE, Encoder
-from midpg_jax.data.schema import Columns, FeatureSpec
+from midpg_jax.data.schema import Columns, FeatureSpec, check_same_encoding, load_spec
 from midpg_jax.errors import CheckpointError, ConfigError, DataError
 from midpg_jax.models import build_model
 from midpg_jax.train_state import create_train_state, make_optimizer, make_predict_step
@@ -145,12 +151,16 @@ class Run:
 
   @functools.cached_property
   def encoder(self):
-    """The Encoder that preparation fitted (raises DataError when the run has none)."""
+    """The Encoder that preparation fitted (raises DataError when the run has none, or when
+    `prepared_dir` holds another one than the run was trained with)."""
     if self.prepared_dir is None:
       raise DataError(f'run {self.workdir!r} (dataset {self.config.data.name!r}) has no prepared '
                       'dataset to encode raw rows with: pass encoded columns {cat, dense, '
                       'scenario}, or load_run(..., prepared_dir=<the folder preparation wrote>)')
-    return Encoder.load(self.prepared_dir)
+    encoder = Encoder.load(self.prepared_dir)
+    check_same_encoding(self.spec, encoder.spec, f'the run in {self.workdir}',
+                        f'prepared_dir {self.prepared_dir}')
+    return encoder
 
   @property
   def batch_size(self) -> int:
@@ -158,16 +168,13 @@ class Run:
 
   def predict_columns(self, columns: Mapping[str, Any], batch_size: int | None = None
                       ) -> np.ndarray:
-    """Probabilities (N,) float32 of encoded columns {'cat', 'dense', 'scenario'[, 'multi']}.
+    """Probabilities (N,) float32 of encoded columns {'cat', 'dense', 'scenario'[, 'multi']},
+    checked against the run's spec (`inputs.checked`: a DataError names the column, row, value).
 
     `batch_size` defaults to the run's train.eval_batch_size, as eval.py batches: the results are
     then bit-identical to eval.py's; other sizes agree to float32 rounding.
     """
-    missing = [k for k in _ENCODED_KEYS if k not in columns]
-    if missing:
-      raise DataError(f'encoded columns lack {missing}; expected {list(_ENCODED_KEYS)} '
-                      '(and multi for multi-valued fields)')
-    cols = {k: v for k, v in columns.items() if k in (*_ENCODED_KEYS, 'multi')}
+    cols = inputs.checked(columns, dataclasses.asdict(self.spec))
     cols['label'] = np.zeros(len(cols['scenario']), np.float32)  # only counts the rows
     if len(cols['label']) == 0:
       return np.zeros(0, np.float32)
@@ -179,8 +186,7 @@ class Run:
     """Raw rows (DataFrame, {column: values} or a CSV path) -> encoded columns."""
     if isinstance(rows, (str, os.PathLike)):
       return self._encode_csv(os.fspath(rows))
-    columns = _as_columns(rows)
-    return self.encoder.encode(columns, source=source, with_label=False)
+    return self.encoder.encode_rows(rows, source=source)
 
   def _encode_csv(self, path: str) -> Columns:
     from midpg_jax.data.reader import iter_csv
@@ -212,17 +218,6 @@ def feature_kinds(encoder) -> dict[str, str]:
   return {c: k for c, k in encoder.raw_kinds.items() if c != encoder.label_column}
 
 
-def _as_columns(rows) -> dict:
-  """{name: array} of a pandas DataFrame or a mapping of columns."""
-  if hasattr(rows, 'columns') and hasattr(rows, 'to_numpy'):  # a pandas DataFrame
-    return {str(name): rows[name].to_numpy() for name in rows.columns}
-  if isinstance(rows, Mapping):
-    return {str(k): v if hasattr(v, '__len__') and not isinstance(v, str) else [v]
-            for k, v in rows.items()}
-  raise DataError(f'rows must be a CSV path, a pandas DataFrame or a dict of columns, got '
-                  f'{type(rows).__name__}')
-
-
 def load_run(workdir: str, checkpoint: str = 'best', prepared_dir: str | None = None) -> Run:
   """The trained run in `workdir` (written by train.py); its checkpoint is restored on first
   prediction. `prepared_dir`: the prepared dataset whose Encoder turns raw rows into columns
@@ -235,8 +230,7 @@ def load_run(workdir: str, checkpoint: str = 'best', prepared_dir: str | None = 
       raise CheckpointError(f'{os.path.abspath(workdir)} is not a training run (no {name}): '
                             'train first (python train.py --config ... --workdir ...)')
   config = ml_collections.ConfigDict(run_config.load(workdir))  # older runs' keys upgraded
-  with open(paths['feature_spec.json']) as f:
-    spec = FeatureSpec.from_json(f.read())
+  spec = load_spec(paths['feature_spec.json'])
   final = None
   if os.path.isfile(os.path.join(workdir, 'final_metrics.json')):
     with open(os.path.join(workdir, 'final_metrics.json')) as f:

@@ -13,6 +13,13 @@ read as they are: evaluation, prediction and export work on them; training does 
 Orbax writes each checkpoint to a temporary folder and renames it when complete, so an
 interrupted or failed save never damages the previous checkpoint.
 
+A full disk or an unwritable folder while saving is a StorageError (one line, the previous
+checkpoints kept): orbax writes in background threads and reports tensorstore's OS errors as
+ValueErrors carrying `[os_error_code='28']`, at the next save or wait. The trainer's Checkpointer
+removes the unfinished folders a failed or killed save left when it starts (orbax's
+`cleanup_tmp_directories`; only a writer may, which the trainer's lock makes the only one; a
+single-process run only, see __init__).
+
 Checkpoints are independent of the mesh: every process writes the shards it owns (the workdir
 must be on a filesystem all hosts share), and `restore` reads each array straight into the
 shardings of the *target* (the current mesh's), so a state saved on 8 devices restores on 1, or on
@@ -21,17 +28,35 @@ another (data, model) shape, and training continues identically.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from typing import Any
+import re
+from typing import Any, Iterator
 
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
-from midpg_jax.errors import CheckpointError
+from midpg_jax import files
+from midpg_jax.errors import CheckpointError, StorageError
 
 KINDS = ('latest', 'best')
 _BEST = 'best_step'  # the metric of a step saved as best: its step, so the newest best wins
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+
+
+def environment_errno(e: BaseException | None) -> int | None:
+  """The errno of a fault of the machine behind `e` or its causes (files.ENVIRONMENT_ERRNOS): an
+  OSError's, or the one tensorstore writes into its messages."""
+  while e is not None:
+    code = e.errno if isinstance(e, OSError) else None
+    found = _OS_ERROR_CODE.search(str(e))
+    code = code if code is not None else (int(found.group(1)) if found else None)
+    if code in files.ENVIRONMENT_ERRNOS:
+      return code
+    e = e.__cause__ or e.__context__
+  return None
 
 
 def _restore_target(x: Any) -> Any:
@@ -52,8 +77,13 @@ def _manager(path: str, create: bool) -> ocp.CheckpointManager:
                                 keep_checkpoints_without_metrics=False)])
   # best_fn makes best_step() orbax's; the policy (not max_to_keep, which would keep the best
   # N only) decides what is deleted.
-  options = ocp.CheckpointManagerOptions(create=create, best_fn=best_fn,
-                                         preservation_policy=policy)
+  # Unfinished folders of an interrupted save are removed at start, not with several processes:
+  # there orbax's cleanup broke the next save's barrier ("Barrier _async_write_complete.300 is
+  # already ongoing"; tests/test_distributed.py's two-process run timed out); orbax ignores
+  # them anyway.
+  options = ocp.CheckpointManagerOptions(
+      create=create, best_fn=best_fn, preservation_policy=policy,
+      cleanup_tmp_directories=create and jax.process_count() == 1)
   return ocp.CheckpointManager(path, options=options)
 
 
@@ -72,8 +102,29 @@ def require(workdir: str, kind: str) -> None:
     checkpointer.close()
 
 
+class _HideStorageFaults(logging.Filter):
+  """Drops the log records of a fault of the machine (their exception or message carries its
+  errno): orbax's threads log each failed write with a traceback, dozens of them after one full
+  disk, and asyncio logs their futures again; the save that meets it raises one StorageError."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    if environment_errno(exc) is not None:
+      return False
+    found = _OS_ERROR_CODE.search(record.getMessage())
+    return not (found and int(found.group(1)) in files.ENVIRONMENT_ERRNOS)
+
+
+def _hide_storage_faults() -> None:
+  for name in ('absl', 'asyncio'):  # orbax logs through absl
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _HideStorageFaults) for f in logger.filters):
+      logger.addFilter(_HideStorageFaults())
+
+
 class Checkpointer:
   def __init__(self, workdir: str, create: bool = True):
+    _hide_storage_faults()
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
     legacy = [k for k in KINDS if os.path.isdir(os.path.join(self.directory, k))]
     self._legacy = {k: ocp.CheckpointManager(os.path.join(self.directory, k),
@@ -90,6 +141,18 @@ class Checkpointer:
       return None
     return self._manager.best_step() if kind == 'best' else self._manager.latest_step()
 
+  @contextlib.contextmanager
+  def _writing(self) -> Iterator[None]:
+    try:
+      yield
+    except Exception as e:
+      code = environment_errno(e)
+      if code is None:
+        raise
+      raise StorageError(files.storage_message(
+          f'writing checkpoints into {self.directory}', code,
+          kept='the checkpoints saved before are kept')) from e
+
   def save(self, kind: str, step: int, state: Any, meta: dict) -> None:
     """Saves `state` and `meta` at `step` as the `kind` checkpoint; a step saved already (the
     trainer saves a new best, then the same step as the latest) is not written again."""
@@ -99,10 +162,11 @@ class Checkpointer:
                             '--workdir')
     if step in self._manager.all_steps():
       return
-    self._manager.save(
-        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                      meta=ocp.args.JsonSave(meta)),
-        metrics={_BEST: step} if kind == 'best' else None, force=True)
+    with self._writing():  # also raises what failed in the previous save's thread
+      self._manager.save(
+          step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                        meta=ocp.args.JsonSave(meta)),
+          metrics={_BEST: step} if kind == 'best' else None, force=True)
 
   def restore(self, kind: str, abstract_state: Any,
               weights_only: bool = False) -> tuple[Any, dict]:
@@ -157,9 +221,11 @@ class Checkpointer:
     return [m for m in (self._manager, *self._legacy.values()) if m is not None]
 
   def wait(self) -> None:
-    for manager in self._managers():
-      manager.wait_until_finished()
+    with self._writing():
+      for manager in self._managers():
+        manager.wait_until_finished()
 
   def close(self) -> None:
-    for manager in self._managers():
-      manager.close()
+    with self._writing():
+      for manager in self._managers():
+        manager.close()

@@ -1,14 +1,14 @@
 """What every command shares: absl flags with one --config flag, the run's own config, the XLA
 flags of the process, one line per mistake.
 
-Every command (midpg_jax/commands/: train, eval, prepare, predict, export, compare) defines its
-flags with absl, --config with `define_config_flag` (an ml_collections config file, by default
-the packaged midpg_jax/config.py, with --config.<key>=<value> overrides), and runs its `main`
-through `run`, which first sets the package's XLA flags for the process (`xla_defaults`: before
-JAX's backend starts, which is what makes them take effect; importing midpg_jax sets nothing).
-A user's mistake (a `UserError`, a missing or broken config file, an unknown or mistyped
---config.<key> override) ends the program with one line, `error: ...`, and exit status 1; a bug of
-ours keeps its traceback.
+Every command (midpg_jax/commands/: train, eval, prepare, predict, export, compare, compile)
+defines its flags with absl, --config with `define_config_flag` (an ml_collections config file, by
+default the packaged midpg_jax/config.py, with --config.<key>=<value> overrides), and runs its
+`main` through `run`, which first sets the package's XLA flags for the process (`xla_defaults`:
+before JAX's backend starts, which is what makes them take effect; importing midpg_jax sets
+nothing). A user's mistake (a `UserError`, a missing or broken config file, a config file whose
+code raises or imports a missing module, an unknown or mistyped --config.<key> override) ends the
+program with one line, `error: ...`, and exit status 1; a bug of ours keeps its traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import ast
 import os
 import sys
+import sysconfig
+import traceback
 from typing import Callable
 
 from absl import app, flags
@@ -46,6 +48,38 @@ def _message(e: BaseException) -> str:
   elif isinstance(e, KeyError) and len(lines) == 1:
     lines[0] = f'no config key {lines[0]!r}'
   return ' '.join(lines)
+
+
+def _config_file_error(e: BaseException) -> str:
+  """The one line for a config file whose code raised (a missing import, a bug in get_config):
+  the exception and the innermost line of code outside Python's and the packages' own files
+  (the config file's, or one it imports)."""
+  library = tuple({sysconfig.get_paths()[k] for k in ('stdlib', 'platstdlib', 'purelib',
+                                                      'platlib')})
+  frames = [f for f in traceback.extract_tb(e.__traceback__)
+            if not f.filename.startswith('<') and not f.filename.startswith(library)]
+  where = f' ({frames[-1].filename}, line {frames[-1].lineno})' if frames else ''
+  return f'cannot load --config {_config_file_in_argv()}: {type(e).__name__}: {_message(e)}{where}'
+
+
+def _raised_by_config_file(e: BaseException) -> BaseException | None:
+  """The TypeError or ValueError a config file's code raised, inside the wrappers of
+  ml_collections (which re-raises it with the traceback as its message) and absl; None if `e` is
+  of another origin."""
+  while e is not None:
+    if str(e).startswith('Error whilst parsing config file'):
+      return e.__context__
+    e = e.__cause__ or e.__context__
+  return None
+
+
+def _config_file_in_argv() -> str:
+  for i, arg in enumerate(sys.argv[1:], 1):
+    if arg.startswith('--config='):
+      return arg.split('=', 1)[1]
+    if arg == '--config' and i + 1 < len(sys.argv):
+      return sys.argv[i + 1]
+  return '(the default)'
 
 
 def _overrides_in_argv(name: str) -> str:
@@ -139,8 +173,11 @@ def run(main: Callable) -> None:
     try:
       return flags.FLAGS(argv)
     except flags.Error as e:  # a bad flag or --config.<key> value
-      exit_with(str(e))
+      raised = _raised_by_config_file(e)
+      exit_with(_config_file_error(raised) if raised else str(e))
     except _CONFIG_FLAG_ERRORS as e:  # an override naming a key the given --config file lacks
       exit_with(_override_error('config', e))
+    except Exception as e:  # noqa: BLE001  the config file's own code raised: the user's code
+      exit_with(_config_file_error(e))
 
   app.run(guarded, flags_parser=parse_flags)

@@ -29,6 +29,16 @@ class NonFiniteLossError(UserError, FloatingPointError):
   """The training loss became NaN or inf."""
 
 
+class StorageError(UserError, OSError):
+  """A fault of the machine, not of the code: a full disk, a read-only folder, a missing
+  permission. The message names what was being done and where; what was there before is kept
+  (midpg_jax/files.py)."""
+
+
+class InUseError(UserError, RuntimeError):
+  """A folder is in use by another process (a second trainer on a workdir that one is training)."""
+
+
 # What entry points print as one line. Only our own family: a ValueError, KeyError, ... from our
 # code is a bug and keeps its traceback.
 USER_ERRORS = (UserError,)

@@ -12,7 +12,7 @@ from midpg_jax import checkpoint, metrics
 from midpg_jax.build import setup, state_shardings
 from midpg_jax.checkpoint import Checkpointer
 from midpg_jax.data import pipeline
-from midpg_jax.data.schema import FeatureSpec, num_rows
+from midpg_jax.data.schema import FeatureSpec, check_same_encoding, load_spec, num_rows
 from midpg_jax.errors import ConfigError
 from midpg_jax.partitioning import Partitioner
 from midpg_jax.train_state import make_predict_step, model_inputs
@@ -88,6 +88,15 @@ def evaluate(predict_fn: Callable, state, columns: dict, spec: FeatureSpec,
   return result, probs
 
 
+def check_trained_on(workdir: str, dataset, name: str) -> None:
+  """DataError when `dataset` is not encoded as the data the run in `workdir` was trained on
+  (prepared again from other files since: another encoder fingerprint)."""
+  saved = os.path.join(workdir, 'feature_spec.json')
+  if os.path.isfile(saved):
+    check_same_encoding(load_spec(saved), dataset.spec, f'the run in {workdir}',
+                        f'dataset {name!r}')
+
+
 def evaluate_checkpoint(config, workdir: str, split: str = 'test', kind: str = 'best',
                         partitioner: Partitioner | None = None):
   """Restores the `kind` checkpoint of `workdir` onto the mesh of `config.mesh` (whatever mesh
@@ -101,6 +110,7 @@ def evaluate_checkpoint(config, workdir: str, split: str = 'test', kind: str = '
   partitioner = partitioner or Partitioner.from_config(config)
   # Nothing is initialised: the checkpoint is read straight into this mesh's shardings.
   dataset, model, _, state, _ = setup(config, partitioner=partitioner, abstract=True)
+  check_trained_on(workdir, dataset, config.data.name)
   if split not in dataset.splits:
     raise ConfigError(f'unknown split {split!r}; this dataset has {sorted(dataset.splits)}')
   checkpointer = Checkpointer(workdir, create=False)

@@ -104,6 +104,6 @@ class MetricsLog:
     os.replace(tmp, self.path)
 
   def close(self) -> None:
-    if self._writer:
-      self._writer.close()
-    self._writer = None
+    writer, self._writer = self._writer, None  # dropped even when closing fails (a full disk)
+    if writer:
+      writer.close()

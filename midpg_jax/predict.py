@@ -11,7 +11,9 @@ best checkpoint and appended to the output, which gets the `--id_columns` (copie
 Memory stays bounded by a few chunks (`--chunk_bytes` of CSV each), whatever the input's size.
 Reading and encoding (pyarrow and numpy, in a thread), the model (XLA, dispatched asynchronously)
 and writing work on three chunks at once; each model call takes one scenario's rows
-(`GroupedScorer`). The output is written to `<output>.tmp` and renamed when complete.
+(`GroupedScorer`). The output is written to `<output>.tmp` and renamed when complete: an error, a
+full disk (one line, `StorageError`) or an interruption leaves no output and an earlier output of
+the same name as it was. An output that would replace the input is refused.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from midpg_jax import files
 from midpg_jax.errors import DataError
 
 OUTPUT_FORMATS = ('.csv', '.parquet')
@@ -46,7 +49,8 @@ def _chunks(run, path: str, id_columns: list[str], chunk_bytes: int, progress: b
 
 
 class _Writer:
-  """Appends tables to a CSV or Parquet file (chosen by the extension)."""
+  """Appends tables to `<path>.tmp`, a CSV or Parquet file (chosen by the extension), renamed to
+  `path` by `finish`."""
 
   def __init__(self, path: str):
     self.path, self.tmp = path, path + '.tmp'
@@ -63,13 +67,27 @@ class _Writer:
         self._writer = pacsv.CSVWriter(self.tmp, table.schema)
     self._writer.write_table(table)
 
-  def close(self, complete: bool) -> None:
-    if self._writer is not None:
-      self._writer.close()
-    if complete and self._writer is not None:
-      os.replace(self.tmp, self.path)
-    elif os.path.exists(self.tmp):
-      os.remove(self.tmp)
+  def finish(self) -> None:
+    writer, self._writer = self._writer, None
+    writer.close()  # flushes: may still fail (a full disk)
+    os.replace(self.tmp, self.path)
+
+  def discard(self) -> None:
+    """Removes the partial output. Called while an error propagates: what the writer raises on
+    closing (mostly that error again) must not replace it."""
+    try:
+      if self._writer is not None:
+        self._writer.close()
+    except Exception:  # noqa: BLE001 (see above)
+      pass
+    finally:
+      self._writer = None
+      if os.path.exists(self.tmp):
+        os.remove(self.tmp)
+
+
+def _same_file(a: str, b: str) -> bool:
+  return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
 # Rows per model call. Measured (model only, rows per CPU-second, 2 shared cores) on the default
@@ -157,10 +175,13 @@ def predict_file(run, input_path: str, output_path: str, *, id_columns=(),
     raise DataError(f'--output {output_path!r}: the name must end with one of {OUTPUT_FORMATS}')
   if not os.path.isfile(input_path):
     raise DataError(f'--input {input_path!r} is not a file')
+  if _same_file(input_path, output_path) or _same_file(input_path, output_path + '.tmp'):
+    raise DataError(f'--output {output_path!r} would replace the input file {input_path!r}: '
+                    'choose another output name')
   id_columns = list(id_columns)
   start, cpu_start = time.perf_counter(), time.process_time()
   scorer = GroupedScorer(run, batch_size)
-  writer, rows, complete = _Writer(output_path), 0, False
+  writer, rows = _Writer(output_path), 0
 
   def write(pending, ids, first_row) -> int:
     probs = scorer.collect(pending)
@@ -170,21 +191,25 @@ def predict_file(run, input_path: str, output_path: str, *, id_columns=(),
     writer.write(pa.table(out))
     return len(probs)
 
-  try:
-    previous, dispatched = None, 0  # (dispatched chunk, its id columns, its first row)
-    for encoded, ids, _ in prefetch(_chunks(run, input_path, id_columns, chunk_bytes, progress,
-                                            delimiter), 2):
-      current = (scorer.dispatch(encoded), ids, dispatched)
-      dispatched += len(encoded['scenario'])
-      if previous is not None:  # written while XLA computes `current`
+  kept = (f'{output_path} is unchanged' if os.path.exists(output_path) else
+          f'no {output_path} written')
+  with files.storage_errors(f'writing {output_path}', kept=kept):
+    try:
+      previous, dispatched = None, 0  # (dispatched chunk, its id columns, its first row)
+      for encoded, ids, _ in prefetch(_chunks(run, input_path, id_columns, chunk_bytes,
+                                              progress, delimiter), 2):
+        current = (scorer.dispatch(encoded), ids, dispatched)
+        dispatched += len(encoded['scenario'])
+        if previous is not None:  # written while XLA computes `current`
+          rows += write(*previous)
+        previous = current
+      if previous is not None:
         rows += write(*previous)
-      previous = current
-    if previous is not None:
-      rows += write(*previous)
-    if rows == 0:
-      raise DataError(f'{input_path}: no data rows')
-    complete = True
-  finally:
-    writer.close(complete)
+      if rows == 0:
+        raise DataError(f'{input_path}: no data rows')
+      writer.finish()
+    except BaseException:
+      writer.discard()
+      raise
   return {'rows': rows, 'seconds': time.perf_counter() - start,
           'cpu_seconds': time.process_time() - cpu_start}

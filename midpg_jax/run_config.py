@@ -29,6 +29,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from midpg_jax import files
 from midpg_jax.errors import ConfigError
 
 FILENAME = 'config.json'
@@ -85,8 +86,8 @@ def path(workdir: str) -> str:
 
 
 def save(workdir: str, config) -> None:
-  with open(path(workdir), 'w') as f:
-    f.write(config.to_json_best_effort(indent=1))
+  """Written to a temporary name and renamed: a full disk or a kill keeps the previous one."""
+  files.write_text(path(workdir), config.to_json_best_effort(indent=1))
 
 
 def load(workdir: str) -> dict[str, Any] | None:

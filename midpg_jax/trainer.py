@@ -11,6 +11,15 @@ test split. It reads as its steps:
 
 The loop's position and early-stopping record (`LoopState`) are checkpointed with the train state.
 
+One trainer per workdir: each process holds an flock on `<workdir>/train.lock` (process i > 0 of a
+multi-process run: `train.<i>.lock`, so the processes of one run never wait on each other while a
+second run's processes all stop) for the whole run; a second trainer stops at once with an
+InUseError naming the holder, and a trainer killed with kill -9 leaves no stale lock (the OS drops
+it). A full disk or a read-only workdir is one line (`StorageError`); the run's files are written
+to a temporary name and renamed, and checkpoints by orbax the same way, so what was there before
+is kept and the run resumes once there is space. Resuming on data prepared again from other files
+(another encoder fingerprint) is refused.
+
 Distribution (midpg_jax/partitioning.py): the state lives sharded on the (data, model) mesh of
 `config.mesh`, each process loads only its rows of every global batch of `train.batch_size`
 examples, and only process 0 writes files, logs and shows the progress bar. One device is the
@@ -30,7 +39,7 @@ from typing import Any, Callable
 import jax
 from tqdm.auto import tqdm
 
-from midpg_jax import evaluation, run_config
+from midpg_jax import evaluation, files, run_config
 from midpg_jax.build import setup, state_shardings, validate_config  # noqa: F401 (re-exported)
 from midpg_jax.checkpoint import Checkpointer
 from midpg_jax.data import Dataset, pipeline
@@ -95,6 +104,12 @@ class Run:
   eval_every: int
   n_params: int
   main: bool
+  lock: files.Lock  # this process's lock of the workdir
+
+
+def lock_name(process_index: int) -> str:
+  """The lock file of a process in the workdir (see the module doc)."""
+  return 'train.lock' if process_index == 0 else f'train.{process_index}.lock'
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,26 +121,35 @@ def setup_run(config, workdir: str, partitioner: Partitioner | None = None) -> t
   partitioner = partitioner or Partitioner.from_config(config)
   validate_config(config)
   partitioner.local_batch_size(int(config.train.batch_size))  # must divide by the data axis
-  # Created by every process at the same point: orbax synchronises the processes here.
-  checkpointer = Checkpointer(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  lock = files.lock(os.path.join(workdir, lock_name(jax.process_index())),
+                    busy=f'{workdir} is in use by another trainer: wait for it to finish, or '
+                         'train into another --workdir')
   try:
-    if checkpointer.latest_step('latest') is not None:  # resuming
-      run_config.check_resumable(workdir, config)
-    return _build_run(config, workdir, partitioner, checkpointer)
+    # Created by every process at the same point: orbax synchronises the processes here.
+    checkpointer = Checkpointer(workdir)
+    try:
+      resuming = checkpointer.latest_step('latest') is not None
+      if resuming:
+        run_config.check_resumable(workdir, config)
+      return _build_run(config, workdir, partitioner, checkpointer, lock, resuming)
+    except BaseException:
+      checkpointer.close()
+      raise
   except BaseException:
-    checkpointer.close()
+    lock.release()
     raise
 
 
-def _build_run(config, workdir: str, partitioner: Partitioner,
-               checkpointer: Checkpointer) -> tuple[Run, Any]:
+def _build_run(config, workdir: str, partitioner: Partitioner, checkpointer: Checkpointer,
+               lock: files.Lock, resuming: bool) -> tuple[Run, Any]:
   dataset, model, tx, state, steps_per_epoch = setup(config, partitioner=partitioner)
+  if resuming:
+    evaluation.check_trained_on(workdir, dataset, config.data.name)
   main = is_main_process()
-  os.makedirs(workdir, exist_ok=True)
   if main:
     run_config.save(workdir, config)
-    with open(os.path.join(workdir, 'feature_spec.json'), 'w') as f:
-      f.write(dataset.spec.to_json())
+    files.write_text(os.path.join(workdir, 'feature_spec.json'), dataset.spec.to_json())
   shardings = state_shardings(state)
   layout = partitioner.describe(state.params, shardings.params)
   log.info('%s', layout)
@@ -141,7 +165,7 @@ def _build_run(config, workdir: str, partitioner: Partitioner,
             checkpointer=checkpointer, log=MetricsLog(workdir, enabled=main),
             steps_per_epoch=steps_per_epoch, total_steps=steps_per_epoch * int(t.num_epochs),
             eval_every=int(t.eval_every_steps) or steps_per_epoch,
-            n_params=count_params(state.params), main=main)
+            n_params=count_params(state.params), main=main, lock=lock)
   if main:
     print(f'model {config.model.name}: {run.n_params:,} parameters; '
           f'{len(dataset.splits["train"]["label"]):,} training rows, {steps_per_epoch} steps/epoch,'
@@ -259,8 +283,8 @@ def final_report(run: Run, state, loop: LoopState, step: int, throughput: Throug
     summary[split] = evaluate(run, best_state, split)
     run.log.evaluation(loop.best_step, None, f'best/{split}', summary[split])
   if run.main:
-    with open(os.path.join(run.workdir, 'final_metrics.json'), 'w') as f:
-      json.dump(summary, f, indent=1, default=float)
+    files.write_text(os.path.join(run.workdir, 'final_metrics.json'),
+                     json.dumps(summary, indent=1, default=float))
   return summary
 
 
@@ -273,23 +297,46 @@ def train_and_evaluate(config, workdir: str, stop_after_steps: int | None = None
   (used to test resuming). `partitioner` defaults to the mesh of `config.mesh` over all devices
   of all processes.
   """
-  run, state = setup_run(config, workdir, partitioner)
-  try:
-    state, loop = restore_or_init(run, state)
-    step = int(state.step)
-    throughput = Throughput()
-    progress = tqdm(total=run.total_steps, initial=step, desc='train', unit='step',
-                    dynamic_ncols=True, disable=not (config.train.progress_bar and run.main))
+  with files.storage_errors(f'training in {workdir}', kept='what the run saved before is kept: '
+                            'run the same command again to resume'):
+    run, state = setup_run(config, workdir, partitioner)
     try:
-      while loop.epoch < int(config.train.num_epochs) and not loop.stopped_early:
-        state, step, interrupted = train_epoch(run, state, loop, step, progress, throughput,
-                                               stop_after_steps)
-        if interrupted:
-          return {'interrupted_at': step}
-    finally:
-      progress.close()
-      run.checkpointer.wait()
-    return final_report(run, state, loop, step, throughput)
+      summary = _train(run, state, stop_after_steps)
+    except BaseException:
+      close_run(run, quietly=True)
+      raise
+    close_run(run)
+    return summary
+
+
+def _train(run: Run, state, stop_after_steps: int | None) -> dict:
+  config = run.config
+  state, loop = restore_or_init(run, state)
+  step = int(state.step)
+  throughput = Throughput()
+  progress = tqdm(total=run.total_steps, initial=step, desc='train', unit='step',
+                  dynamic_ncols=True, disable=not (config.train.progress_bar and run.main))
+  try:
+    while loop.epoch < int(config.train.num_epochs) and not loop.stopped_early:
+      state, step, interrupted = train_epoch(run, state, loop, step, progress, throughput,
+                                             stop_after_steps)
+      if interrupted:
+        return {'interrupted_at': step}
   finally:
-    run.checkpointer.close()
-    run.log.close()
+    progress.close()
+  run.checkpointer.wait()
+  return final_report(run, state, loop, step, throughput)
+
+
+def close_run(run: Run, quietly: bool = False) -> None:
+  """Waits for the checkpoint writes, closes the log and releases the workdir, all of them
+  whatever fails. `quietly`: after the error that ended the run, which a failure here (the same
+  full disk, orbax's threads after it) must not replace."""
+  errors = []
+  for close in (run.checkpointer.wait, run.checkpointer.close, run.log.close, run.lock.release):
+    try:
+      close()
+    except Exception as e:  # noqa: BLE001 (raised below, or the run's own error is)
+      errors.append(e)
+  if errors and not quietly:
+    raise errors[0]

@@ -177,7 +177,7 @@ def test_unknown_scenario_value_is_a_data_error(run):
   columns = {name: table.column(name).to_numpy() for name in table.column_names}
   columns['301'] = columns['301'].copy()
   columns['301'][4] = 9
-  with pytest.raises(DataError, match="line 5: scenario value '9'"):
+  with pytest.raises(DataError, match="<rows>, row 4: scenario value '9'"):  # 0-based, as pandas
     run.predict(columns)
 
 

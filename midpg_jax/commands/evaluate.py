@@ -10,7 +10,7 @@ import os
 from absl import flags, logging
 import numpy as np
 
-from midpg_jax import cli, evaluation, metrics, partitioning
+from midpg_jax import cli, evaluation, files, metrics, partitioning
 
 cli.define_config_flag('The config file the run was trained with (default: the run\'s own, '
                        '<workdir>/config.json, which wins where they differ).')
@@ -29,16 +29,20 @@ def main(argv):
   if not partitioning.is_main_process():
     logging.set_verbosity(logging.ERROR)
   config = cli.config_from_flags(f.workdir)
+  out = os.path.join(f.workdir, f'eval_{f.split}.json')
+  if partitioning.is_main_process() and os.path.isdir(f.workdir):
+    # Before the evaluation, not after it: a read-only workdir is one line at once.
+    with files.storage_errors(f'writing {out}'):
+      files.check_writable(f.workdir)
   result, probs, dataset, meta = evaluation.evaluate_checkpoint(config, f.workdir, f.split,
                                                                 f.checkpoint)
   if not partitioning.is_main_process():
     return
   print(metrics.format_table(result, f'{config.model.name} - {f.checkpoint} checkpoint (step '
                                      f'{meta["checkpoint_step"]}) on {f.split}'))
-  out = os.path.join(f.workdir, f'eval_{f.split}.json')
-  with open(out, 'w') as fh:
-    json.dump({'split': f.split, 'checkpoint': f.checkpoint, 'meta': meta, 'metrics': result},
-              fh, indent=1, default=float)
+  with files.storage_errors(f'writing {out}', kept='an earlier one is unchanged'):
+    files.write_text(out, json.dumps({'split': f.split, 'checkpoint': f.checkpoint, 'meta': meta,
+                                      'metrics': result}, indent=1, default=float))
   print(f'\nmetrics: {out}')
   if f.predictions:
     cols = dataset.splits[f.split]
@@ -47,9 +51,11 @@ def main(argv):
     if 'prob' in cols:
       table.append(cols['prob'])
       header += ',true_prob'
-    os.makedirs(os.path.dirname(os.path.abspath(f.predictions)), exist_ok=True)
-    np.savetxt(f.predictions, np.stack(table, axis=1), delimiter=',', header=header,
-               comments='', fmt=['%d', '%d', '%d', '%.9g'] + (['%.9g'] if 'prob' in cols else []))
+    with files.storage_errors(f'writing {f.predictions}', kept='an earlier one is unchanged'):
+      os.makedirs(os.path.dirname(os.path.abspath(f.predictions)), exist_ok=True)
+      with files.replacing(f.predictions) as tmp:
+        np.savetxt(tmp, np.stack(table, axis=1), delimiter=',', header=header, comments='',
+                   fmt=['%d', '%d', '%d', '%.9g'] + (['%.9g'] if 'prob' in cols else []))
     print(f'predictions: {f.predictions}')
 
 

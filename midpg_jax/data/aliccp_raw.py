@@ -33,7 +33,9 @@ of ids:
   splits them 50/50 at random) by a fixed hash of sample_id, so a row's split does not depend on
   chunks or file order (SWR's own random rows would need the whole file in memory).
 A skeleton line whose common_feature_index is not in the split's common file is an error (SWR
-fails there too), as is any malformed line: DataError naming the file, line and problem.
+fails there too), as is any malformed line, and a feature_num that is not the number of items of
+its line's feature list (a line cut short or joined with another): DataError naming the file,
+line and problem.
 
 Memory: a split's common features are held as a table: per key the fields the file has (8 bytes
 per id, 1 per presence flag, 8 per dense value) and the key in a dict; measured 292 bytes/key
@@ -115,8 +117,9 @@ class _CommonTable:
     keys, chunks = [], []  # chunks: (field codes it has, their ids, presence, dense values)
     for batch, first in feature_lists.read_blocks(path, _COMMON_COLUMNS, _COMMON_BLOCK, progress):
       lines = np.arange(first, first + batch.num_rows)
-      feature_lists.integers(batch.column('feature_num'), 'feature_num', path, lines)
       ids, present, values = feature_lists.parse(batch.column('features'), _FIELDS, path, lines)
+      feature_lists.check_counts(batch.column('feature_num'), batch.column('features'), path,
+                                 lines)
       has = np.flatnonzero(present.any(axis=1))  # only those: ~16 of 23 fields in the release
       chunks.append((has, ids[has], present[has], values[_DENSE_SLOT[has[_DENSE_SLOT[has] >= 0]]]))
       keys.extend(batch.column('key').to_pylist())
@@ -244,7 +247,8 @@ def iter_raw_aliccp(directory: str, split: str, *, chunk_rows: int = 1 << 15,
   for batch, lines, ids, present, values, click, purchase in _skeleton_chunks(
       skeleton, chunk_rows, progress):
     sample_id = feature_lists.integers(batch.column('sample_id'), 'sample_id', skeleton, lines)
-    feature_lists.integers(batch.column('feature_num'), 'feature_num', skeleton, lines)
+    feature_lists.check_counts(batch.column('feature_num'), batch.column('features'), skeleton,
+                               lines)
     if split != 'train':
       keep = _test_half(sample_id) == (split == 'test')
       batch, lines, click, purchase = batch.filter(pa.array(keep)), lines[keep], click[keep], \

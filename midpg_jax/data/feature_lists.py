@@ -97,6 +97,19 @@ def integers(text: pa.Array, what: str, path: str, lines: np.ndarray) -> np.ndar
                     'integer') from None
 
 
+def check_counts(counts: pa.Array, lists: pa.Array, path: str, lines: np.ndarray) -> None:
+  """DataError at the first row whose item count (feature_num) is not the number of items of
+  its feature list: a line cut or joined with another, or a list of another line. Call after
+  `parse` has checked the lists' structure (one \\x02 per item)."""
+  expected = integers(counts, 'feature_num', path, lines)
+  found = pc.count_substring(lists, '\x02').to_numpy(zero_copy_only=False)
+  bad = expected != found
+  if bad.any():
+    i = int(np.argmax(bad))
+    raise DataError(f'{path}, line {lines[i]}: feature_num is {expected[i]} but the feature list '
+                    f'has {found[i]} items')
+
+
 def _substrings(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
   """A StringArray of the byte ranges [starts, ends) of `buf` (one vectorised gather)."""
   lengths = ends - starts

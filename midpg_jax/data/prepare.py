@@ -18,7 +18,9 @@ plus the counts of the vocabularies (see fit.py), plus, for datasets split by ti
 17 bytes a row while computing the split, then 1 (sources.py).
 
 Everything is written into a temporary folder beside `prepared_dir`, then renamed into place: a
-failed run never leaves a half-written dataset and never touches one prepared earlier.
+failed run never leaves a half-written dataset and never touches one prepared earlier; a full disk
+or an unwritable folder is one line (`StorageError`), and the temporary folder of a run that was
+killed (kill -9) is removed by the next preparation of the same folder (`files.staging_dir`).
 
 A prepared dataset is reused while the data config it was made from (everything in `config.data`
 except `manual_dir`, `prepared_dir`, `progress` and `rebuild`) and its source files (path, size,
@@ -32,8 +34,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from typing import Callable, Iterable
 
@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from midpg_jax import files
 from midpg_jax.data import encode, fit, spill, store
 from midpg_jax.data.encode import MultiField
 from midpg_jax.data.schema import Columns, FeatureSpec
@@ -243,16 +244,11 @@ def load_or_prepare(cfg, make_source: Callable[[], Source],
       return load_prepared(target)
     _say(cfg, f'{target}: the source files differ from those it was prepared from '
          f'({"; ".join(changed[:3])}{" ..." if len(changed) > 3 else ""}): preparing it again')
-  parent = os.path.dirname(os.path.abspath(target))
-  os.makedirs(parent, exist_ok=True)
   start = time.perf_counter()
-  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(target)}.tmp-', dir=parent)
-  try:
+  with files.storage_errors(f'preparing {cfg.name} into {target}', kept=f'{target} is unchanged'), \
+      files.staging_dir(target) as tmp:
     meta = prepare_into(tmp, source, schema, cfg)
     store.move_into_place(tmp, target, fp)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   msg = (f'prepared {cfg.name} in {time.perf_counter() - start:.1f}s into {target}: ' + ', '.join(
       f'{s} {meta["splits"][s]["rows"]:,} rows' for s in SPLITS))
   log.info(msg)

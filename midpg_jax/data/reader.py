@@ -105,11 +105,12 @@ def _first(mask: np.ndarray) -> int:
 
 
 def check_batch(columns: Mapping[str, pa.Array], kinds: Mapping[str, str], path: str,
-                first_line: int) -> None:
-  """Raises DataError at the first bad value of the chunk (its rows start at line `first_line`)."""
+                first_line: int, unit: str = 'line') -> None:
+  """Raises DataError at the first bad value of the chunk (its rows start at line `first_line`;
+  rows given in memory: `unit` 'row', counted from 0)."""
   for name, kind in kinds.items():
     col = columns[name]
-    where = lambda i: f'{path}, line {first_line + i}, column {name!r}'  # noqa: E731
+    where = lambda i: f'{path}, {unit} {first_line + i}, column {name!r}'  # noqa: E731
     if kind in ('token', 'str'):
       continue
     if kind == 'scenario':

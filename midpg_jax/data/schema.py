@@ -21,6 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
+from midpg_jax import inputs
 from midpg_jax.errors import DataError
 
 Columns = dict  # name -> np.ndarray, all with the same first dimension
@@ -37,6 +38,11 @@ class FeatureSpec:
   multi_names: tuple[str, ...] = ()
   multi_vocab_sizes: tuple[int, ...] = ()  # including id 0 (padding)
   multi_max_lens: tuple[int, ...] = ()
+  # sha256 of the Encoder that made these columns from raw values (encode.py: vocabularies,
+  # scenario map, dense scaling); '' without one (the synthetic dataset, data prepared before
+  # fingerprints). Not compared: datasets of the same shapes build the same model, whatever their
+  # vocabularies hold; `check_same_encoding` compares it where a run meets data.
+  encoder_fingerprint: str = dataclasses.field(default='', compare=False)
 
   def __post_init__(self):
     if len(self.cat_names) != len(self.cat_vocab_sizes):
@@ -61,7 +67,39 @@ class FeatureSpec:
   @classmethod
   def from_json(cls, text: str) -> 'FeatureSpec':
     d = json.loads(text)
-    return cls(**{k: tuple(v) for k, v in d.items()})
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def load_spec(path: str) -> FeatureSpec:
+  """The FeatureSpec in a feature_spec.json (of a run or a prepared dataset)."""
+  try:
+    with open(path) as f:
+      return FeatureSpec.from_json(f.read())
+  except (ValueError, TypeError) as e:
+    raise DataError(f'{path} is unreadable ({e}); it is written by train.py and by preparation: '
+                    'restore it, or prepare / train again') from e
+
+
+def check_same_encoding(trained: FeatureSpec, given: FeatureSpec, run: str, data: str) -> None:
+  """DataError when columns of spec `given` (from `data`) are not encoded as those `run` was
+  trained on (spec `trained`): other encoder fingerprints, or, where one side has none (made
+  before fingerprints), other shapes. Other vocabularies would score every row with another
+  id's embedding: plausible numbers, or NaN for an id beyond the run's tables."""
+  if trained.encoder_fingerprint and given.encoder_fingerprint:
+    if trained.encoder_fingerprint == given.encoder_fingerprint:
+      return
+    why = (f'encoder fingerprint {given.encoder_fingerprint[:12]}, the run\'s '
+           f'{trained.encoder_fingerprint[:12]}')
+  else:
+    differing = [f.name for f in dataclasses.fields(FeatureSpec)
+                 if f.compare and getattr(trained, f.name) != getattr(given, f.name)]
+    if not differing:
+      return
+    name = differing[0]
+    why = f'{name} {getattr(given, name)}, the run\'s {getattr(trained, name)}'
+  raise DataError(f'{data} is not the data {run} was trained on ({why}): it was prepared from '
+                  'other files or with other settings; use the prepared dataset the run was '
+                  'trained on, or train again')
 
 
 def num_rows(columns: Mapping[str, np.ndarray]) -> int:
@@ -104,18 +142,8 @@ def _validate_rows(columns, spec: FeatureSpec, where: str, lo: int, hi: int) -> 
   if bad.any():
     i = int(np.argmax(bad))
     raise DataError(f'{where}: label outside {{0, 1}} at row {lo + i}: {label[i]!r}')
-  dense = np.asarray(columns['dense'][lo:hi])
-  if not np.isfinite(dense).all():
-    i = int(np.argmax(~np.isfinite(dense).all(axis=1)))
-    raise DataError(f'{where}: non-finite dense feature at row {lo + i}')
-  s = np.asarray(columns['scenario'][lo:hi])
-  if s.min() < 0 or s.max() >= spec.num_scenarios:
-    i = int(np.argmax((s < 0) | (s >= spec.num_scenarios)))
-    raise DataError(f'{where}: scenario id {s[i]} at row {lo + i} is outside '
-                     f'[0, {spec.num_scenarios})')
-  cat = np.asarray(columns['cat'][lo:hi])
-  vocab = np.asarray(spec.cat_vocab_sizes)
-  if cat.size and ((cat < 0) | (cat >= vocab)).any():
-    r, c = np.argwhere((cat < 0) | (cat >= vocab))[0]
-    raise DataError(f'{where}: id {cat[r, c]} of field {spec.cat_names[c]!r} at row {lo + r} '
-                     f'is outside its vocabulary [0, {vocab[c]})')
+  inputs.check_finite(np.asarray(columns['dense'][lo:hi]), spec.dense_names, where, lo)
+  inputs.check_ids(np.asarray(columns['scenario'][lo:hi]), spec.num_scenarios, ['scenario'],
+                   where, lo)
+  inputs.check_ids(np.asarray(columns['cat'][lo:hi]), spec.cat_vocab_sizes,
+                   [f'field {c!r}' for c in spec.cat_names], where, lo)

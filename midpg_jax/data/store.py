@@ -16,13 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from midpg_jax.data.schema import Columns, FeatureSpec
+from midpg_jax import files
+from midpg_jax.data.schema import Columns, FeatureSpec, load_spec
 
 FORMAT_VERSION = 2
 SPLITS = ('train', 'validation', 'test')
@@ -159,8 +158,7 @@ def _load_npy(path: str) -> np.ndarray:
 
 def load_prepared(directory: str) -> tuple[FeatureSpec, dict[str, Columns]]:
   """The FeatureSpec and the splits of a prepared folder, every column memory-mapped."""
-  with open(os.path.join(directory, 'feature_spec.json')) as f:
-    spec = FeatureSpec.from_json(f.read())
+  spec = load_spec(os.path.join(directory, 'feature_spec.json'))
   splits = {}
   for split in SPLITS:
     d = os.path.join(directory, split)
@@ -174,22 +172,11 @@ def load_prepared(directory: str) -> tuple[FeatureSpec, dict[str, Columns]]:
 
 
 def move_into_place(tmp: str, target: str, fp: str) -> None:
-  """Renames the complete folder `tmp` to `target`, replacing an older one only at that moment."""
-  old = None
-  if os.path.isdir(target) and os.listdir(target):  # rebuild: keep the old one until the swap
-    old = tempfile.mkdtemp(prefix=f'.{os.path.basename(target)}.old-',
-                           dir=os.path.dirname(os.path.abspath(target)))
-    os.rmdir(old)
-    os.rename(target, old)
+  """Renames the complete folder `tmp` (of `files.staging_dir(target)`) to `target`, replacing an
+  older one only at that moment."""
   try:
-    os.rename(tmp, target)
+    files.replace_dir(tmp, target)
   except OSError:
-    if old is not None:
-      os.rename(old, target)
-      raise
     meta = read_meta(target)  # another process finished the same dataset first
     if meta is None or meta.get('fingerprint') != fp:
       raise
-    shutil.rmtree(tmp, ignore_errors=True)
-  if old is not None:
-    shutil.rmtree(old, ignore_errors=True)
