@@ -8,7 +8,8 @@ from absl import flags, logging
 from midpg_jax import cli
 
 flags.DEFINE_string('workdir', None, 'The training run.', required=True)
-flags.DEFINE_string('out', None, 'The folder to write (an existing export there is replaced; a run or any other folder is refused).', required=True)
+flags.DEFINE_string('out', None, 'The folder to write: an existing export there is replaced, a run '
+                    'or any other folder is refused.', required=True)
 flags.DEFINE_enum('checkpoint', 'best', ['best', 'latest'], 'Which checkpoint to export.')
 flags.DEFINE_string('prepared_dir', None, 'The prepared dataset (default: found from the run '
                     'config).')
