@@ -18,6 +18,7 @@ import json
 import pstats
 import os
 import resource
+import sys
 import time
 
 from midpg_jax import config

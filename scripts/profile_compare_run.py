@@ -12,7 +12,6 @@ import argparse
 import collections
 import contextlib
 import io
-import os
 import tempfile
 import time
 

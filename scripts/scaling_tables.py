@@ -24,8 +24,9 @@ import jax
 
 jax.config.update('jax_platforms', 'cpu')
 
-from midpg_jax.aot import targets
+from midpg_jax.aot import targets  # noqa: E402
 from midpg_jax.aot.report import report  # noqa: E402
+from midpg_jax.aot.steps import DoesNotFitError  # noqa: E402
 from midpg_jax.models import model_names  # noqa: E402
 
 SLICES = ('v5e:1x1', 'v5e:4x4', 'v5e:8x8', 'v5e:16x16')
@@ -41,7 +42,15 @@ def base_config():
   return config.get_config()
 
 
+CACHE_FILE = None
+CACHE: dict = {}  # compile results by case, kept in --json between runs of the script
+
+
 def compile_report(target, steps=('train',), **overrides):
+  """The train step's numbers for `target` and the config overrides; None if it does not fit."""
+  key = f'{target} {sorted(overrides.items())}'
+  if key in CACHE:
+    return CACHE[key]
   c = base_config()
   for key, value in overrides.items():
     node = c
@@ -50,9 +59,15 @@ def compile_report(target, steps=('train',), **overrides):
       node = node[p]
     node[last] = value
   t0 = time.perf_counter()
-  r = report(targets.parse(target), c, per_chip_batch=PER_CHIP, steps=steps)
+  try:
+    info = report(targets.parse(target), c, per_chip_batch=PER_CHIP, steps=steps)['steps']['train']
+  except DoesNotFitError:
+    info = None
   print(f'{target} {overrides}: {time.perf_counter() - t0:.1f}s', flush=True)
-  return r['steps']['train']
+  CACHE[key] = info
+  with open(CACHE_FILE, 'w') as f:
+    json.dump(CACHE, f)
+  return info
 
 
 def footprint(info) -> int:
@@ -60,7 +75,7 @@ def footprint(info) -> int:
   return m['argument'] + m['output'] + m['temp'] - m['alias']
 
 
-def backbone_table(results):
+def backbone_table():
   """MI-DPG beside its backbone (`mlp`) and Shared-Bottom on v5e:4x4, global batch 65,536."""
   rows = ['| model | path | dtype | GFLOP / chip | x mlp | memory / chip (MiB) | all-reduce MiB / '
           'chip | other collectives | roofline ms | examples/s/chip |',
@@ -73,7 +88,6 @@ def backbone_table(results):
   for name, path, dtype in cases:
     info = compile_report('v5e:4x4', **{'model.name': name, 'model.scenario_matmul': path,
                                         'model.dtype': dtype})
-    results['backbone'][f'{name}/{path}/{dtype}'] = info
     flops = info['cost']['flops']
     base = base or flops
     coll = info['collectives']
@@ -87,7 +101,7 @@ def backbone_table(results):
   return rows
 
 
-def weak_scaling(results):
+def weak_scaling():
   rows = ['| model | GFLOP / chip: 1 chip | 16 | 64 | 256 | bf16, 16 chips | memory / chip '
           '(MiB), 16 chips: f32 | bf16 | all-reduce MiB / chip: 1 | 16 | 256 | roofline '
           'examples/s/chip, 16 chips f32 |',
@@ -95,7 +109,6 @@ def weak_scaling(results):
   for name in model_names():
     f32 = {t: compile_report(t, **{'model.name': name}) for t in SLICES}
     bf16 = compile_report('v5e:4x4', **{'model.name': name, 'model.dtype': 'bfloat16'})
-    results['weak'][name] = {'f32': f32, 'bf16_v5e:4x4': bf16}
     gflop = [f'{f32[t]["cost"]["flops"] / 1e9:.3f}' for t in SLICES]
     ar = [f'{f32[t]["collectives"].get("all-reduce", {}).get("bytes", 0) / MIB:.2f}'
           for t in ('v5e:1x1', 'v5e:4x4', 'v5e:16x16')]
@@ -108,7 +121,7 @@ def weak_scaling(results):
   return rows
 
 
-def paths_table(results):
+def paths_table():
   rows = ['| model | scenarios | target | ' + ' | '.join(f'{p} ms (GFLOP, GiB accessed)'
                                                       for p in PATHS) + ' | fastest |',
           '|---|---|---|' + '---|' * (len(PATHS) + 1)]
@@ -119,7 +132,6 @@ def paths_table(results):
         for path in PATHS:
           info = compile_report(target, **{'model.name': name, 'model.scenario_matmul': path,
                                            'data.num_scenarios': s})
-          results['paths'][f'{name}/{s}/{target}/{path}'] = info
           ms[path] = info['roofline']['seconds'] * 1e3
           cells.append(f'{ms[path]:.3f} ({info["cost"]["flops"] / 1e9:.2f}, '
                        f'{info["cost"]["bytes_accessed"] / 2 ** 30:.2f})')
@@ -128,43 +140,52 @@ def paths_table(results):
   return rows
 
 
-def capacity_table(results):
-  """Memory is linear in the first table's rows: two compiles give the line, a third checks the
-  vocabulary it predicts."""
+def capacity_table():
+  """The largest first-table vocabulary whose train step libtpu compiles for the chip (it refuses a
+  program whose buffers exceed HBM): memory is linear in the rows, so two sizes give an estimate,
+  and a bisection over whole millions of rows between what fits and what does not settles it."""
   hbm = targets.parse('v5e:4x4').chip.hbm_bytes
-  rows = ['| mesh (data, model) | MiB / chip at 1M rows | bytes / chip per 1M more rows | '
-          'largest vocabulary that fits a 16 GiB chip | checked: memory / chip at that size |',
+  rows = ['| mesh (data, model) | MiB / chip at 1M rows | MiB / chip per 1M more rows | '
+          'largest vocabulary that fits (x 16, dense Adam) | memory / chip there |',
           '|---|---|---|---|---|']
+  million = 1_000_000
   for model_axis in (1, 4, 16):
     mesh = (-1, model_axis)
-    def at(v):
-      return compile_report('v5e:4x4', **{'mesh.shape': mesh,
-                                          'data.vocab_sizes': (v, 20_000, 5_000, 1_000, 200, 50,
-                                                               20, 10)})
-    small, big = at(1_000_000), at(2_000_000)
-    slope = (footprint(big) - footprint(small)) / 1_000_000
-    step = 1_000_000
-    fits = int((hbm - footprint(small)) / slope + 1_000_000) // step * step
-    check = at(fits)
-    results['capacity'][str(mesh)] = {'1M': small, '2M': big, 'fits': fits, 'check': check}
-    rows.append(f'| {mesh} | {footprint(small) / MIB:,.1f} | {slope * 1e6:,.0f} | {fits:,} | '
-                f'{footprint(check) / 2 ** 30:.2f} GiB |')
+    def at(millions):
+      return compile_report('v5e:4x4', **{'mesh.shape': mesh, 'data.vocab_sizes': (
+          millions * million, 20_000, 5_000, 1_000, 200, 50, 20, 10)})
+    small, big = at(1), at(2)
+    slope = footprint(big) - footprint(small)  # bytes per million rows
+    fits, fails = 2, None
+    guess = max(3, int((hbm - footprint(small)) / slope) + 1)
+    while fails is None or fails - fits > 1:
+      trial = guess if fails is None else (fits + fails) // 2
+      if at(trial) is None:
+        fails = trial
+      else:
+        fits = trial
+        guess = trial * 2 if fails is None else guess
+    rows.append(f'| {mesh} | {footprint(small) / MIB:,.1f} | {slope / MIB:,.1f} | '
+                f'{fits * million:,} | {footprint(at(fits)) / 2 ** 30:.2f} GiB |')
   return rows
 
 
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--out', default='docs/scaling.md')
-  p.add_argument('--json', default='runs/scaling.json')
+  p.add_argument('--json', default='runs/scaling.json', help='the compile results, reused by a '
+                 'later run (delete it after a change of the code)')
   p.add_argument('--sections', default='backbone,weak,paths,capacity')
   args = p.parse_args()
-  results = {'backbone': {}, 'weak': {}, 'paths': {}, 'capacity': {}}
+  global CACHE_FILE
+  CACHE_FILE = args.json
+  os.makedirs(os.path.dirname(os.path.abspath(CACHE_FILE)), exist_ok=True)
+  if os.path.exists(CACHE_FILE):
+    with open(CACHE_FILE) as f:
+      CACHE.update(json.load(f))
   sections = {'backbone': backbone_table, 'weak': weak_scaling, 'paths': paths_table,
               'capacity': capacity_table}
-  tables = {k: sections[k](results) for k in args.sections.split(',')}
-  os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-  with open(args.json, 'w') as f:
-    json.dump(results, f, indent=1, default=str)
+  tables = {k: sections[k]() for k in args.sections.split(',')}
   with open(args.out, 'w') as f:
     f.write(HEADER)
     for k, rows in tables.items():

@@ -77,7 +77,7 @@ def main():
       print(f'round {r} {side}: ' + ', '.join(f'{k} {v * 1e3:.1f} ms'
                                               for k, v in times[side][-1].items()), flush=True)
   import numpy as np
-  print(f'\n| model | A ms/step | B ms/step | B / A |\n|---|---|---|---|')
+  print('\n| model | A ms/step | B ms/step | B / A |\n|---|---|---|---|')
   for name in models:
     a = np.median([t[name] for t in times['a']]) * 1e3
     b = np.median([t[name] for t in times['b']]) * 1e3

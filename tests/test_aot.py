@@ -10,7 +10,6 @@ import sys
 
 import pytest
 
-from conftest import ROOT
 
 COMMAND = os.path.join(os.path.dirname(sys.executable), 'midpg-compile')
 SMALL = ['--config.data.vocab_sizes=(2000,500,200,100,50,20,10,5)', '--config.model.hidden=(32,16)',
@@ -70,9 +69,9 @@ def test_tpu_slice_is_data_parallel_and_midpg_costs_about_its_backbone():
   """On a v5e:2x2 slice at 4,096 rows per chip (the default model's sizes)."""
   import jax
   jax.config.update('jax_platforms', 'cpu')
-  from midpg_jax.aot import targets
-from midpg_jax.aot.report import report
   from midpg_jax import config
+  from midpg_jax.aot import targets
+  from midpg_jax.aot.report import report
   flops = {}
   for name, path in (('mlp', 'auto'), ('midpg', 'tiled'), ('midpg', 'auto')):
     c = config.get_config()

@@ -3,7 +3,6 @@ keyed on the run's config, early errors, tables and plots."""
 
 import csv
 import json
-import math
 import os
 
 import numpy as np

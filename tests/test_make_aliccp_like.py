@@ -1,6 +1,5 @@
 """scripts/make_aliccp_like.py: the generated Ali-CCP-format files that the at-scale runs use."""
 
-import numpy as np
 import pyarrow.csv as pacsv
 
 from scripts import make_aliccp_like as gen

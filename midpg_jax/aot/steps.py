@@ -11,13 +11,17 @@ import jax.numpy as jnp
 
 from midpg_jax.data import load_dataset, synthetic
 from midpg_jax.data.schema import FeatureSpec
-from midpg_jax.errors import ConfigError
+from midpg_jax.errors import ConfigError, UserError
 from midpg_jax.models import build_model, mi_weight
 from midpg_jax.partitioning import Partitioner
 from midpg_jax.train_state import (create_train_state, make_optimizer, make_predict_step,
                                    make_train_step)
 
 STEPS = ('train', 'predict')
+
+
+class DoesNotFitError(UserError):
+  """The compiled step needs more memory than a device of the target has."""
 
 
 def feature_spec(config) -> FeatureSpec:
@@ -84,6 +88,13 @@ def compile_steps(config, devices, batch_size: int, predict_batch_size: int | No
                                           shardings)
     else:
       jitted = partitioner.jit_predict_step(make_predict_step(model), shardings)
-    executable = jitted.lower(state, batch).compile(compiler_options)
+    try:
+      executable = jitted.lower(state, batch).compile(compiler_options)
+    except jax.errors.JaxRuntimeError as e:
+      if 'RESOURCE_EXHAUSTED' not in str(e):
+        raise
+      # libtpu refuses a program whose buffers exceed the chip's HBM: the answer, not a crash.
+      raise DoesNotFitError(f'the {step} step does not fit the target\'s memory: '
+                            f'{str(e).split("RESOURCE_EXHAUSTED:")[-1].strip()}') from None
     out.append(Compiled(step, executable, sizes[step], sizes[step] // partitioner.data_size))
   return partitioner, out

@@ -6,7 +6,7 @@
 
 import os
 
-from absl import flags, logging
+from absl import logging
 
 from midpg_jax import cli
 

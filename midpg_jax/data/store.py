@@ -139,8 +139,8 @@ class ColumnWriter:
   def close(self) -> dict:
     """Flushes the files; returns the split summaries for meta.json."""
     summary = {}
-    for split, files in self.files.items():
-      for f in files.values():
+    for split, split_files in self.files.items():
+      for f in split_files.values():
         f.close()
       rows, pos = self.counts[split]
       summary[split] = {

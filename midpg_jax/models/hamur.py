@@ -23,7 +23,6 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from midpg_jax.errors import ConfigError
 from midpg_jax.models.base import ScenarioModel, shared_fields
