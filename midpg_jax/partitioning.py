@@ -374,7 +374,7 @@ class Partitioner:
   def _donate(self, force: bool) -> tuple[int, ...]:
     # Donation lets XLA update the state in place. On CPU it slowed dense steps down, but the
     # row-sparse optimizer needs it (`force`): without it every step copies the whole tables and
-    # the step time grows with the vocabulary again (python -m midpg_jax.speed --vocab-sweep).
+    # the step time grows with the vocabulary again (python -m benchmarks.speed --vocab_sweep).
     return (0,) if force or self.mesh.devices.flat[0].platform != 'cpu' else ()
 
   def in_mesh(self, step: Callable) -> Callable:

@@ -9,7 +9,6 @@ Writes <out>/report.json and one .npz of parameters per model and path.
 """
 
 import argparse
-import dataclasses
 import json
 import os
 
@@ -38,9 +37,9 @@ def model_paths(dataset) -> dict[str, list[str]]:
   from midpg_jax.models.scenario_ops import SCENARIO_MATMULS
   out = {}
   for name in model_names():
-    fields = {f.name for f in dataclasses.fields(build._build_model(config(name, 'auto'), dataset))}
-    out[name] = ([p for p in SCENARIO_MATMULS if p != 'auto'] if 'scenario_matmul' in fields
-                 else ['auto'])
+    routed = getattr(type(build._build_model(config(name, 'auto'), dataset)),
+                     'uses_scenario_path', False)  # Logistic is no ScenarioModel
+    out[name] = [p for p in SCENARIO_MATMULS if p != 'auto'] if routed else ['auto']
   return out
 
 

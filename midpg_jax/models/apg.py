@@ -82,6 +82,7 @@ class APGDense(nn.Module):
 
 
 class APG(ScenarioModel):
+  uses_scenario_path = True
   condition: str = 'scenario'
   rank: int = 32
   overparam: int = 0

@@ -9,7 +9,7 @@ A model adds its own hyper-parameters as fields of its subclass, each with its d
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import flax.linen as nn
 import jax
@@ -35,6 +35,9 @@ class ScenarioModel(nn.Module):
   dropout: float = 0.0
   scenario_embed_dim: int = 16  # width of the scenario embedding of the models that have one
   scenario_matmul: str = 'auto'
+  # True for the models with per-scenario weights, whose rows go through `scenario_matmul`'s
+  # routing (`embed_routed`); the others embed in batch order and ignore the path.
+  uses_scenario_path: ClassVar[bool] = False
 
   @property
   def num_scenarios(self) -> int:
@@ -51,6 +54,7 @@ class ScenarioModel(nn.Module):
   def embed_routed(self, batch) -> tuple[jax.Array, Routing]:
     """(x (N, d_0), routing): the rows laid out once for the scenario path, then embedded; the
     model returns `routing.restore(logits)` to give them back in batch order."""
+    assert self.uses_scenario_path, f'{type(self).__name__} routes rows: set uses_scenario_path'
     return embed_and_route(self, batch)
 
   @nn.nowrap

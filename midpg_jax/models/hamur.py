@@ -50,6 +50,7 @@ class HyperProjection(nn.Module):
 
 
 class HAMUR(ScenarioModel):
+  uses_scenario_path = True
   adapter_dim: int = 32
   rank: int = 16
   num_adapters: int = 1

@@ -50,6 +50,7 @@ class MetaUnit(nn.Module):
 
 
 class M2M(ScenarioModel):
+  uses_scenario_path = True
   num_experts: int = 4
   attention_dim: int = 32
   meta_layers: int = 1

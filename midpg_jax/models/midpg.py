@@ -62,6 +62,7 @@ __all__ = ['MIDPG', 'ModulatedDense', 'WeightGenerator', 'COMBINES', 'SCENARIO_M
 
 
 class MIDPG(ScenarioModel):
+  uses_scenario_path = True
   rank: int = 4
   specific_rank: int = 4
   generator_hidden: Sequence[int] = (64,)

@@ -26,6 +26,7 @@ class MMoE(ScenarioModel):
   K shared experts f_k; per scenario s a softmax gate g_s(x) = softmax(W_s x) and a tower h_s;
   an example of scenario s predicts h_s(sum_k g_s(x)_k f_k(x)).
   """
+  uses_scenario_path = True
 
   num_experts: int = 4
 

@@ -33,6 +33,7 @@ class PLE(ScenarioModel):
   [our choice] One extraction level per bottom width of the shared `hidden`, each expert one dense
   layer of that width, so PLE's depth equals the backbone's.
   """
+  uses_scenario_path = True
 
   num_experts: int = 4  # shared experts per level
   specific_experts: int = 1  # experts per scenario per level

@@ -36,6 +36,7 @@ from midpg_jax.models.scenario_ops import (ParallelMLP, ScenarioGate, ScenarioML
 
 
 class SARNet(ScenarioModel):
+  uses_scenario_path = True
   num_experts: int = 4
   specific_experts: int = 1
 

@@ -86,8 +86,8 @@ def tile_rows(batch_size: int, num_scenarios: int) -> int:
   padding (< S T rows, ~S T / 2 expected) stays under B / 4, in [8, 512].
 
   Smaller tiles pad less but gather more weight copies (one (d_in, d_out) per tile); the sqrt
-  balance was measured with bench.py on CPU at S = 4 (where the cap leaves it, T = 256 at
-  B = 4096), the cap by S with benchmarks/scenario_paths.py.
+  balance was measured on CPU (benchmarks/speed) at S = 4 (where the cap leaves it, T = 256 at
+  B = 4096), the cap by S with scripts/scenario_paths.py.
   """
   t = 2 ** round(math.log2(math.sqrt(16 * max(batch_size, 1))))
   cap = 2 ** int(math.log2(max(batch_size // (4 * max(num_scenarios, 1)), 1)))

@@ -16,6 +16,7 @@ from midpg_jax.models.scenario_ops import ScenarioDense, ScenarioMLP, split_hidd
 
 
 class SharedBottom(ScenarioModel):
+  uses_scenario_path = True
 
   @nn.compact
   def __call__(self, batch, train: bool = False):

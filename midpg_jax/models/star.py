@@ -95,6 +95,7 @@ class StarDense(nn.Module):
 
 
 class STAR(ScenarioModel):
+  uses_scenario_path = True
   aux_hidden: Sequence[int] = (32,)
   pn_momentum: float = 0.9
 
