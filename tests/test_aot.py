@@ -84,3 +84,22 @@ def test_tpu_slice_is_data_parallel_and_midpg_costs_about_its_backbone():
   assert flops['midpg', 'tiled'] < 1.5 * flops['mlp', 'auto']
   # 'auto' is the one-hot path on TPUs (4 scenarios: S times the FLOPs, fewer bytes moved).
   assert 3.5 < flops['midpg', 'auto'] / flops['mlp', 'auto'] < 4.5
+
+
+def test_readme_table_is_the_scaling_scripts():
+  """The README's v5e:4x4 table is rows of docs/scaling.md's (both from scripts/scaling_tables.py,
+  not edited by hand), and shows MI-DPG's per-chip FLOPs near its backbone's on the 'tiled' path
+  and every chip computing its own rows (no collective but the gradients' all-reduce)."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  lines = open(os.path.join(root, 'README.md')).read().split('\n')
+  at = lines.index('<!-- the table below is written by scripts/scaling_tables.py -->') + 1
+  table = []
+  while lines[at].startswith('|'):
+    table.append(lines[at])
+    at += 1
+  scaling = open(os.path.join(root, 'docs', 'scaling.md')).read().split('\n')
+  assert len(table) > 3 and all(row in scaling for row in table)
+  cells = {tuple(c.strip() for c in row.strip('|').split('|')[:3]): row.strip('|').split('|')
+           for row in table[2:]}
+  assert float(cells['midpg', 'tiled', 'float32'][4]) < 2.5  # x mlp
+  assert all(c[7].strip() == 'none' for c in cells.values())  # other collectives
