@@ -17,6 +17,15 @@ import sys
 
 def child(models, batch_size, steps, reps):
   import time
+  # Every entry point sets the package's XLA flags before JAX starts (older checkouts did it on
+  # import); without this, B would be timed without them and A with.
+  import midpg_jax
+  try:
+    from midpg_jax import xla_defaults
+    xla_defaults.apply()
+  except ImportError:  # a checkout from before the flags existed
+    pass
+  del midpg_jax
   import jax
   import numpy as np
   try:
