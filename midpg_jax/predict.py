@@ -18,6 +18,7 @@ the same name as it was. An output that would replace the input is refused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -196,13 +197,14 @@ def predict_file(run, input_path: str, output_path: str, *, id_columns=(),
   with files.storage_errors(f'writing {output_path}', kept=kept):
     try:
       previous, dispatched = None, 0  # (dispatched chunk, its id columns, its first row)
-      for encoded, ids, _ in prefetch(_chunks(run, input_path, id_columns, chunk_bytes,
-                                              progress, delimiter), 2):
-        current = (scorer.dispatch(encoded), ids, dispatched)
-        dispatched += len(encoded['scenario'])
-        if previous is not None:  # written while XLA computes `current`
-          rows += write(*previous)
-        previous = current
+      chunks = prefetch(_chunks(run, input_path, id_columns, chunk_bytes, progress, delimiter), 2)
+      with contextlib.closing(chunks):  # on an error too: its thread is joined before we go on
+        for encoded, ids, _ in chunks:
+          current = (scorer.dispatch(encoded), ids, dispatched)
+          dispatched += len(encoded['scenario'])
+          if previous is not None:  # written while XLA computes `current`
+            rows += write(*previous)
+          previous = current
       if previous is not None:
         rows += write(*previous)
       if rows == 0:

@@ -46,7 +46,8 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
       return
     put(done)
 
-  threading.Thread(target=worker, daemon=True).start()
+  thread = threading.Thread(target=worker, daemon=True)
+  thread.start()
   try:
     while True:
       item = q.get()
@@ -57,6 +58,16 @@ def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
       yield item
   finally:
     stop.set()
+    # Wait for the worker to drop its batch: a daemon thread still holding device arrays when the
+    # interpreter shuts down frees them in its exit, which aborts the process (SIGABRT in
+    # PyArray_Storage's destructor, seen after a run ended by a full disk).
+    thread.join(timeout=_JOIN_SECONDS)
+    while not q.empty():
+      q.get_nowait()
+
+
+# How long closing a prefetch waits for its worker to finish the item it is producing.
+_JOIN_SECONDS = 60.0
 
 
 class StepMetrics:

@@ -206,6 +206,42 @@ def test_orbax_reports_a_full_disk_as_a_storage_error(tmp_path, monkeypatch):
   checkpointer.close()
 
 
+def test_closing_a_prefetch_waits_for_its_worker_to_drop_its_item():
+  """A run ended by an error closes its prefetch: the worker thread must be gone (with the batch
+  it held) before the interpreter shuts down, or freeing that batch's device arrays in a dying
+  daemon thread aborts the process (measured: 4 of 6 full-tmpfs runs exited by SIGABRT)."""
+  import threading
+  import time
+  from midpg_jax.stepping import prefetch
+  producing = threading.Event()
+
+  def slow():
+    for i in range(100):
+      producing.set()
+      time.sleep(0.05)
+      yield np.full(4, i)
+
+  before = set(threading.enumerate())
+  batches = prefetch(slow(), size=2)
+  assert next(batches)[0] == 0
+  producing.wait()
+  batches.close()
+  assert not [t for t in threading.enumerate() if t not in before], 'the worker outlived close'
+
+
+def test_prefetch_raises_what_its_iterator_raised():
+  from midpg_jax.stepping import prefetch
+
+  def failing():
+    yield 1
+    raise StorageError('the disk')
+
+  batches = prefetch(failing(), size=2)
+  assert next(batches) == 1
+  with pytest.raises(StorageError, match='^the disk$'):
+    next(batches)
+
+
 _TINY_CONFIG_FILE = f"""
 import sys
 sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
