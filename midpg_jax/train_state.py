@@ -30,6 +30,7 @@ import optax
 from midpg_jax import objective, sparse_optim
 from midpg_jax.errors import ConfigError
 from midpg_jax.models.layers import EMBED_PREFIX
+from midpg_jax.models.scenario_ops import data_shards
 
 _FEATURES = 'features'  # the FeatureEmbedding module name every model uses
 
@@ -154,11 +155,14 @@ def batch_rows_l2(params, batch: dict, spec) -> jax.Array:
   columns += [(EMBED_PREFIX + n, batch['multi'][n], True) for n in spec.multi_names]
   total = jnp.zeros((), jnp.float32)
   for name, ids, padded in columns:
-    # Behind a barrier XLA cannot merge this lookup (ids in batch order) with the model's own
-    # (ids in its routed order) into one gather of concatenated ids: that concatenation of two
-    # differently sharded row sets made libtpu's partitioner all-gather the ids (v5e:2x2, 75
-    # all-gathers of the batch's 16,384 ids per step).
-    table = jax.lax.optimization_barrier(feats[name])  # (V, E)
+    # With the rows split over data shards, a barrier keeps XLA from merging this lookup (ids in
+    # batch order) with the model's own (ids in its routed order) into one gather of concatenated
+    # ids: that concatenation of two differently sharded row sets made libtpu's partitioner
+    # all-gather the ids (v5e:2x2, 75 all-gathers of the batch's 16,384 ids per step). On one
+    # shard there is nothing to partition, and the merged gather is the cheaper program.
+    table = feats[name]  # (V, E)
+    if data_shards() > 1:
+      table = jax.lax.optimization_barrier(table)
     ids = ids.reshape(-1)
     real = (ids > 0) if padded else jnp.ones(ids.shape, bool)
     counts = jnp.zeros((table.shape[0],), jnp.float32).at[ids].add(real.astype(jnp.float32))

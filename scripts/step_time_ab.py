@@ -1,11 +1,14 @@
 """Single-device train-step time of two checkouts, measured side by side: processes alternate
 A, B, A, B, ... so a shared machine's load falls on both alike.
 
-  python scripts/step_time_ab.py --a <checkout before> --b . [--models midpg,star] [--rounds 3]
+  python scripts/step_time_ab.py --a <checkout before> --b . [--models midpg,star] [--rounds 5]
 
-Each process imports midpg_jax and configs from its checkout (PYTHONPATH), compiles the train
-step of each model at --batch_size on the default config's sizes, and times --steps steps x
---reps; the table gives each model's median over rounds and the ratio B / A.
+Each process imports midpg_jax from its checkout (PYTHONPATH), compiles the train step of each
+model at --batch_size on the default config's sizes and times --reps windows of --steps steps; a
+round's time is its fastest window (the machine's load only ever adds time). The table gives each
+model's median over rounds, the spread of the rounds, the ratio B / A, and whether XLA compiled
+the same program for both (the optimised HLO without its metadata and numbering): where it did,
+any difference in time is the machine's, not the code's.
 """
 
 import argparse
@@ -56,8 +59,21 @@ def child(models, batch_size, steps, reps):
         state, m = step(state, batches[i % len(batches)])
       jax.block_until_ready(m)
       times.append((time.perf_counter() - t0) / steps)
-    out[name] = float(np.median(times))
+    out[name] = {'seconds': float(np.min(times)),
+                 'program': program_fingerprint(step.lower(state, batches[0]).compile().as_text())}
   print(json.dumps(out))
+
+
+def program_fingerprint(hlo_text: str) -> str:
+  """The optimised HLO without what differs between two checkouts of the same program: source
+  locations (metadata, the stack-frame tables) and the numbering of instructions."""
+  import hashlib
+  import re
+  lines = [re.sub(r'\.\d+', '', re.sub(r', metadata=\{[^}]*\}', '', line))
+           for line in hlo_text.splitlines()
+           if line.startswith(('HloModule', 'ENTRY', '%', 'ROOT', '  ', '}'))
+           and not re.match(r'^\s*\d+ [{"]', line)]
+  return hashlib.sha256('\n'.join(lines).encode()).hexdigest()[:12]
 
 
 def main():
@@ -66,9 +82,9 @@ def main():
   p.add_argument('--b', required=True)
   p.add_argument('--models', default='mlp,midpg,shared_bottom,star,mmoe,apg,hamur')
   p.add_argument('--batch_size', type=int, default=4096)
-  p.add_argument('--steps', type=int, default=5)
-  p.add_argument('--reps', type=int, default=3)
-  p.add_argument('--rounds', type=int, default=3)
+  p.add_argument('--steps', type=int, default=10)
+  p.add_argument('--reps', type=int, default=5)
+  p.add_argument('--rounds', type=int, default=5)
   p.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
   args = p.parse_args()
   models = args.models.split(',')
@@ -83,14 +99,16 @@ def main():
                              '--steps', str(args.steps), '--reps', str(args.reps)],
                             env=env, capture_output=True, text=True, check=True)
       times[side].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-      print(f'round {r} {side}: ' + ', '.join(f'{k} {v * 1e3:.1f} ms'
+      print(f'round {r} {side}: ' + ', '.join(f'{k} {v["seconds"] * 1e3:.1f} ms'
                                               for k, v in times[side][-1].items()), flush=True)
   import numpy as np
-  print('\n| model | A ms/step | B ms/step | B / A |\n|---|---|---|---|')
+  print('\n| model | A ms/step | B ms/step | B / A | rounds A (min-max) | rounds B (min-max) '
+        '| same program |\n|---|---|---|---|---|---|---|')
   for name in models:
-    a = np.median([t[name] for t in times['a']]) * 1e3
-    b = np.median([t[name] for t in times['b']]) * 1e3
-    print(f'| {name} | {a:.1f} | {b:.1f} | {b / a:.3f} |')
+    a, b = ([t[name]['seconds'] * 1e3 for t in times[side]] for side in ('a', 'b'))
+    same = {t[name]['program'] for t in times['a']} == {t[name]['program'] for t in times['b']}
+    print(f'| {name} | {np.median(a):.1f} | {np.median(b):.1f} | {np.median(b) / np.median(a):.3f} '
+          f'| {min(a):.1f}-{max(a):.1f} | {min(b):.1f}-{max(b):.1f} | {"yes" if same else "no"} |')
 
 
 if __name__ == '__main__':
