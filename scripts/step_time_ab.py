@@ -1,7 +1,7 @@
 """Single-device train-step time of two checkouts, measured side by side: processes alternate
 A, B, A, B, ... so a shared machine's load falls on both alike.
 
-  python scripts/step_time_ab.py --a <checkout before> --b . [--models midpg,star] [--rounds 5]
+  python scripts/step_time_ab.py --a <checkout before> --b . [--models midpg,star | all] [--rounds 5]
 
 Each process imports midpg_jax from its checkout (PYTHONPATH), compiles the train step of each
 model at --batch_size on the default config's sizes and times --reps windows of --steps steps; a
@@ -43,6 +43,9 @@ def child(models, batch_size, steps, reps):
   c.data.num_train, c.data.num_val, c.data.num_test = 8 * batch_size, 1000, 1000
   c.train.batch_size = batch_size
   dataset = load_dataset(c.data)
+  if models == ['all']:
+    from midpg_jax.models.registry import model_names
+    models = model_names()
   out = {}
   for name in models:
     c.model.name = name
@@ -80,7 +83,8 @@ def main():
   p = argparse.ArgumentParser()
   p.add_argument('--a', required=True)
   p.add_argument('--b', required=True)
-  p.add_argument('--models', default='mlp,midpg,shared_bottom,star,mmoe,apg,hamur')
+  p.add_argument('--models', default='mlp,midpg,shared_bottom,star,mmoe,apg,hamur',
+                 help="comma-separated model names, or 'all' (every registered model)")
   p.add_argument('--batch_size', type=int, default=4096)
   p.add_argument('--steps', type=int, default=10)
   p.add_argument('--reps', type=int, default=5)
@@ -104,7 +108,7 @@ def main():
   import numpy as np
   print('\n| model | A ms/step | B ms/step | B / A | rounds A (min-max) | rounds B (min-max) '
         '| same program |\n|---|---|---|---|---|---|---|')
-  for name in models:
+  for name in times['a'][0]:
     a, b = ([t[name]['seconds'] * 1e3 for t in times[side]] for side in ('a', 'b'))
     same = {t[name]['program'] for t in times['a']} == {t[name]['program'] for t in times['b']}
     print(f'| {name} | {np.median(a):.1f} | {np.median(b):.1f} | {np.median(b) / np.median(a):.3f} '
