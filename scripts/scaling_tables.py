@@ -212,8 +212,8 @@ def main():
   if os.path.exists(CACHE_FILE):
     with open(CACHE_FILE) as f:
       CACHE.update(json.load(f))
-  sections = {'backbone': lambda: backbone_table(args.readme), 'weak': weak_scaling, 'paths': paths_table,
-              'capacity': capacity_table}
+  sections = {'backbone': lambda: backbone_table(args.readme), 'weak': weak_scaling,
+              'paths': paths_table, 'capacity': capacity_table}
   tables = {k: sections[k]() for k in args.sections.split(',')}
   with open(args.out, 'w') as f:
     f.write(HEADER)
